@@ -1,0 +1,178 @@
+//! Map names, sizes and the key/value layouts both sides read and write.
+//!
+//! Every type is `#[repr(C)]`, `Copy` and free of implicit padding (checked by
+//! `const` assertions). Addresses and ports are network-order byte arrays, so
+//! endianness is never a guess on either side. IPv4 addresses use the first 4
+//! bytes of `addr`; the other 12 are zero.
+
+/// Pin/map name of the service table: VIP -> active member.
+pub const SERVICES: &str = "SERVICES";
+/// Pin/map name of the flow table: (client, VIP) -> member the flow is pinned to.
+pub const CONNTRACK: &str = "CONNTRACK";
+/// Pin/map name of the reply table: (member, client) -> VIP.
+pub const REVERSE_NAT: &str = "REVERSE_NAT";
+/// Pin/map name of the set of members whose flows must be steered away.
+pub const DOWN_MEMBERS: &str = "DOWN_MEMBERS";
+/// Pin/map name of the per-CPU counters.
+pub const STATS: &str = "STATS";
+
+/// Every map the daemon pins, in a stable order.
+pub const PINNED_MAPS: [&str; 5] = [SERVICES, CONNTRACK, REVERSE_NAT, DOWN_MEMBERS, STATS];
+
+/// Capacity of `SERVICES`.
+pub const MAX_SERVICES: u32 = 16_384;
+/// Capacity of `DOWN_MEMBERS`.
+pub const MAX_DOWN_MEMBERS: u32 = 16_384;
+/// Default capacity of `CONNTRACK` and `REVERSE_NAT` (the config may change it).
+pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
+
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+pub const PROTO_TCP: u8 = 6;
+
+/// One transport endpoint: address, port, family and protocol.
+///
+/// Aligned to 4 so the kernel side can build, copy and compare keys with
+/// 32-bit operations instead of byte by byte.
+#[repr(C, align(4))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    /// Network-order address; IPv4 uses bytes 0..4.
+    pub addr: [u8; 16],
+    /// Network-order port.
+    pub port: [u8; 2],
+    /// `FAMILY_V4` or `FAMILY_V6`.
+    pub family: u8,
+    /// IP protocol number (`PROTO_TCP`).
+    pub proto: u8,
+}
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 20);
+
+impl Endpoint {
+    #[inline(always)]
+    pub const fn tcp_v4(addr: [u8; 4], port: [u8; 2]) -> Self {
+        let mut a = [0u8; 16];
+        a[0] = addr[0];
+        a[1] = addr[1];
+        a[2] = addr[2];
+        a[3] = addr[3];
+        Self {
+            addr: a,
+            port,
+            family: FAMILY_V4,
+            proto: PROTO_TCP,
+        }
+    }
+
+    #[inline(always)]
+    pub const fn tcp_v6(addr: [u8; 16], port: [u8; 2]) -> Self {
+        Self {
+            addr,
+            port,
+            family: FAMILY_V6,
+            proto: PROTO_TCP,
+        }
+    }
+
+    /// The port in host order.
+    #[inline(always)]
+    pub const fn port(&self) -> u16 {
+        u16::from_be_bytes(self.port)
+    }
+
+    /// Field-wise equality without `memcmp` (the BPF target has none).
+    #[inline(always)]
+    pub fn same(&self, other: &Self) -> bool {
+        let (a, b) = (self.words(), other.words());
+        a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+    }
+
+    #[inline(always)]
+    fn words(&self) -> &[u32; 5] {
+        // SAFETY: Endpoint is 20 bytes, 4-aligned, with no padding, so it
+        // can be read as five u32 words.
+        unsafe { &*(self as *const Self as *const [u32; 5]) }
+    }
+
+    /// The address as four native-endian words holding network-order bytes,
+    /// the shape `bpf_csum_diff` and `bpf_fib_lookup` take.
+    #[inline(always)]
+    pub const fn addr_words(&self) -> [u32; 4] {
+        let b = &self.addr;
+        [
+            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+            u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+            u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+        ]
+    }
+
+    /// The IPv4 address bytes (meaningful only when `family == FAMILY_V4`).
+    #[inline(always)]
+    pub const fn v4_addr(&self) -> [u8; 4] {
+        [self.addr[0], self.addr[1], self.addr[2], self.addr[3]]
+    }
+}
+
+/// `CONNTRACK` key: one client connection to one VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub client: Endpoint,
+    pub vip: Endpoint,
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+/// `REVERSE_NAT` key: a reply from `member` to `client`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReverseKey {
+    pub member: Endpoint,
+    pub client: Endpoint,
+}
+const _: () = assert!(core::mem::size_of::<ReverseKey>() == 40);
+
+/// The member a service or a flow is assigned to.
+///
+/// As a `SERVICES` value it is the active member; replacing it is the one
+/// atomic update that flips a service. As a `CONNTRACK` value it is the member
+/// the flow was pinned to and the service generation at that time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Assignment {
+    pub member: Endpoint,
+    /// Bumped by the daemon on every flip of the service.
+    pub generation: u32,
+    /// `FLOW_*` bits (flows only).
+    pub flags: u32,
+}
+const _: () = assert!(core::mem::size_of::<Assignment>() == 28);
+
+/// The flow was moved off a down member onto the active one.
+pub const FLOW_STEERED: u32 = 1;
+
+/// `DOWN_MEMBERS` value. The key is the member `Endpoint`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DownMark {
+    /// Why the member is down (`DOWN_*`), for operators reading the map.
+    pub reason: u32,
+}
+const _: () = assert!(core::mem::size_of::<DownMark>() == 4);
+
+/// Health checks failed.
+pub const DOWN_UNHEALTHY: u32 = 1;
+/// A planned move's drain period ended.
+pub const DOWN_DRAINED: u32 = 2;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and
+    // byte arrays, and have no padding (see the size assertions above), so
+    // every bit pattern is valid and none of their bytes is uninitialised.
+    unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::ReverseKey {}
+    unsafe impl aya::Pod for super::Assignment {}
+    unsafe impl aya::Pod for super::DownMark {}
+}

@@ -1,0 +1,225 @@
+//! Header layouts and the one parser both the kernel and the host tests run.
+//!
+//! [`parse_tcp`] is generic over [`Packet`], the bounds-checked accessor: the
+//! kernel implements it over direct packet access (`data`/`data_end`), the host
+//! over a byte slice. So the pass-through rules (not IP, not TCP, IPv4 options,
+//! fragments, IPv6 extension headers, truncation) are written once and tested
+//! on the host.
+
+use crate::maps::Endpoint;
+
+pub const ETH_P_IP: [u8; 2] = 0x0800u16.to_be_bytes();
+pub const ETH_P_IPV6: [u8; 2] = 0x86ddu16.to_be_bytes();
+pub const IPPROTO_TCP: u8 = 6;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// Ethernet II header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub ether_type: [u8; 2],
+}
+pub const ETH_LEN: usize = 14;
+const _: () = assert!(core::mem::size_of::<EthHdr>() == ETH_LEN);
+
+/// IPv4 header without options.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    pub tot_len: [u8; 2],
+    pub id: [u8; 2],
+    pub frag_off: [u8; 2],
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: [u8; 2],
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+pub const IPV4_LEN: usize = 20;
+const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == IPV4_LEN);
+/// Offsets inside the IPv4 header.
+pub const IPV4_CHECK_OFF: usize = 10;
+pub const IPV4_SRC_OFF: usize = 12;
+pub const IPV4_DST_OFF: usize = 16;
+
+impl Ipv4Hdr {
+    /// More-fragments set or a non-zero fragment offset.
+    #[inline(always)]
+    pub const fn is_fragment(&self) -> bool {
+        (self.frag_off[0] & 0x3f) != 0 || self.frag_off[1] != 0
+    }
+}
+
+/// IPv6 fixed header.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Ipv6Hdr {
+    pub version_class_flow: [u8; 4],
+    pub payload_len: [u8; 2],
+    pub next_hdr: u8,
+    pub hop_limit: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+pub const IPV6_LEN: usize = 40;
+const _: () = assert!(core::mem::size_of::<Ipv6Hdr>() == IPV6_LEN);
+pub const IPV6_SRC_OFF: usize = 8;
+pub const IPV6_DST_OFF: usize = 24;
+
+/// TCP header without options.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpHdr {
+    pub src_port: [u8; 2],
+    pub dst_port: [u8; 2],
+    pub seq: [u8; 4],
+    pub ack: [u8; 4],
+    pub data_off: u8,
+    pub flags: u8,
+    pub window: [u8; 2],
+    pub check: [u8; 2],
+    pub urg_ptr: [u8; 2],
+}
+pub const TCP_LEN: usize = 20;
+const _: () = assert!(core::mem::size_of::<TcpHdr>() == TCP_LEN);
+pub const TCP_SRC_PORT_OFF: usize = 0;
+pub const TCP_DST_PORT_OFF: usize = 2;
+pub const TCP_CHECK_OFF: usize = 16;
+
+/// Bounds-checked read access to a packet.
+pub trait Packet {
+    /// A reference to a `T` at byte `offset`, or `None` if it would run past
+    /// the end of the packet. `T` must be a `#[repr(C)]` header type made of
+    /// bytes (alignment 1), so any offset is properly aligned.
+    fn ref_at<T>(&self, offset: usize) -> Option<&T>;
+}
+
+impl Packet for [u8] {
+    #[inline(always)]
+    fn ref_at<T>(&self, offset: usize) -> Option<&T> {
+        debug_assert!(core::mem::align_of::<T>() == 1);
+        let end = offset.checked_add(core::mem::size_of::<T>())?;
+        if end > self.len() {
+            return None;
+        }
+        // SAFETY: the range [offset, end) is inside the slice, and T has
+        // alignment 1 and no invalid bit patterns (plain byte fields).
+        Some(unsafe { &*(self.as_ptr().add(offset) as *const T) })
+    }
+}
+
+/// Why a packet is not one we translate. Every reason means "pass untouched".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Neither IPv4 nor IPv6 (ARP, VLAN-tagged, ...).
+    NotIp,
+    /// IP, but not TCP.
+    NotTcp,
+    /// IPv4 with options (IHL > 5).
+    Ipv4Options,
+    /// An IPv4 fragment.
+    Fragment,
+    /// IPv6 whose next header is an extension header we do not parse.
+    Ipv6ExtHeader,
+    /// Shorter than the headers it claims to carry.
+    Truncated,
+}
+
+/// The parts of a TCP/IP packet the translator needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpPacket {
+    /// Offset of the IP header (after Ethernet).
+    pub l3_off: usize,
+    /// Offset of the TCP header.
+    pub l4_off: usize,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    /// TCP flag byte (`TCP_*`).
+    pub flags: u8,
+}
+
+impl TcpPacket {
+    /// A SYN without ACK: the first packet of a new connection.
+    #[inline(always)]
+    pub const fn is_syn(&self) -> bool {
+        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    #[inline(always)]
+    pub const fn is_v4(&self) -> bool {
+        self.src.family == crate::maps::FAMILY_V4
+    }
+}
+
+/// Parses Ethernet + IPv4/IPv6 + TCP. Anything else is a [`Skip`].
+#[inline(always)]
+pub fn parse_tcp<P: Packet + ?Sized>(pkt: &P) -> Result<TcpPacket, Skip> {
+    let eth: &EthHdr = pkt.ref_at(0).ok_or(Skip::Truncated)?;
+    let l3_off = ETH_LEN;
+    let (src_addr, dst_addr, l4_off, v4) = if eth.ether_type == ETH_P_IP {
+        let ip: &Ipv4Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
+        if ip.version_ihl >> 4 != 4 {
+            return Err(Skip::NotIp);
+        }
+        if ip.proto != IPPROTO_TCP {
+            return Err(Skip::NotTcp);
+        }
+        if ip.version_ihl & 0x0f != 5 {
+            return Err(Skip::Ipv4Options);
+        }
+        if ip.is_fragment() {
+            return Err(Skip::Fragment);
+        }
+        let mut s = [0u8; 16];
+        let mut d = [0u8; 16];
+        s[..4].copy_from_slice(&ip.src);
+        d[..4].copy_from_slice(&ip.dst);
+        (s, d, l3_off + IPV4_LEN, true)
+    } else if eth.ether_type == ETH_P_IPV6 {
+        let ip: &Ipv6Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
+        if ip.version_class_flow[0] >> 4 != 6 {
+            return Err(Skip::NotIp);
+        }
+        if ip.next_hdr != IPPROTO_TCP {
+            return Err(if is_ipv6_ext_header(ip.next_hdr) {
+                Skip::Ipv6ExtHeader
+            } else {
+                Skip::NotTcp
+            });
+        }
+        (ip.src, ip.dst, l3_off + IPV6_LEN, false)
+    } else {
+        return Err(Skip::NotIp);
+    };
+    let tcp: &TcpHdr = pkt.ref_at(l4_off).ok_or(Skip::Truncated)?;
+    let (src, dst) = if v4 {
+        (
+            Endpoint::tcp_v4([src_addr[0], src_addr[1], src_addr[2], src_addr[3]], tcp.src_port),
+            Endpoint::tcp_v4([dst_addr[0], dst_addr[1], dst_addr[2], dst_addr[3]], tcp.dst_port),
+        )
+    } else {
+        (Endpoint::tcp_v6(src_addr, tcp.src_port), Endpoint::tcp_v6(dst_addr, tcp.dst_port))
+    };
+    Ok(TcpPacket {
+        l3_off,
+        l4_off,
+        src,
+        dst,
+        flags: tcp.flags,
+    })
+}
+
+/// IPv6 extension headers (RFC 8200 and the IANA registry) that may precede
+/// TCP. We do not walk them; such packets pass untouched.
+#[inline(always)]
+pub const fn is_ipv6_ext_header(next: u8) -> bool {
+    matches!(next, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+}

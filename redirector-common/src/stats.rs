@@ -1,0 +1,57 @@
+//! Indices of the per-CPU `STATS` counters, shared by kernel and daemon.
+
+/// One counter in the per-CPU `STATS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// Packets that were not ours and left untouched.
+    Passed = 0,
+    /// Egress packets rewritten from a VIP to a member.
+    Translated = 1,
+    /// Ingress replies rewritten from a member back to the VIP.
+    ReverseTranslated = 2,
+    /// Flows newly pinned to the active member (SYN or unknown flow).
+    NewFlows = 3,
+    /// Packets of a flow on a down member steered to the active member.
+    Steered = 4,
+    /// Truncated or malformed packets (passed untouched).
+    Malformed = 5,
+    /// A conntrack or reverse-NAT update failed (packet passed untouched).
+    MapUpdateFailed = 6,
+    /// A checksum or store helper failed.
+    RewriteFailed = 7,
+    /// `bpf_fib_lookup` found no route; the rewritten packet kept its path.
+    FibLookupFailed = 8,
+}
+
+impl Stat {
+    /// Number of counters; the size of the `STATS` array.
+    pub const COUNT: u32 = 9;
+
+    pub const ALL: [Stat; Self::COUNT as usize] = [
+        Stat::Passed,
+        Stat::Translated,
+        Stat::ReverseTranslated,
+        Stat::NewFlows,
+        Stat::Steered,
+        Stat::Malformed,
+        Stat::MapUpdateFailed,
+        Stat::RewriteFailed,
+        Stat::FibLookupFailed,
+    ];
+
+    /// Stable snake_case name, used in status output and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Stat::Passed => "passed",
+            Stat::Translated => "translated",
+            Stat::ReverseTranslated => "reverse_translated",
+            Stat::NewFlows => "new_flows",
+            Stat::Steered => "steered",
+            Stat::Malformed => "malformed",
+            Stat::MapUpdateFailed => "map_update_failed",
+            Stat::RewriteFailed => "rewrite_failed",
+            Stat::FibLookupFailed => "fib_lookup_failed",
+        }
+    }
+}

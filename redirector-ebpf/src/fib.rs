@@ -1,0 +1,79 @@
+//! After DNAT the packet's next hop may differ from the VIP's: look the
+//! member up in the FIB and send the packet the right way.
+//!
+//! Same interface: write the MACs the FIB gave and continue (no second pass
+//! through this hook). Another interface: redirect there. Neighbour not
+//! resolved yet: `bpf_redirect_neigh` resolves it. No route: keep the
+//! packet's original path and count it.
+
+use core::{
+    mem::{size_of, zeroed},
+    ptr::null_mut,
+};
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, TC_ACT_OK,
+        bpf_fib_lookup,
+    },
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
+    programs::TcContext,
+};
+use redirector_common::{Endpoint, Stat, parse::EthHdr};
+
+use crate::{
+    error::Error,
+    parse::{Skb, mut_at},
+    stats,
+};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+#[inline(always)]
+pub fn forward(ctx: &TcContext, src: &Endpoint, dst: &Endpoint) -> Result<i32, Error> {
+    // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid start.
+    let mut p: bpf_fib_lookup = unsafe { zeroed() };
+    // SAFETY: ctx.skb.skb is the program's valid __sk_buff pointer.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    p.l4_protocol = src.proto;
+    p.sport = u16::from_ne_bytes(src.port);
+    p.dport = u16::from_ne_bytes(dst.port);
+    p.ifindex = ifindex;
+    let v4 = src.family == redirector_common::FAMILY_V4;
+    if v4 {
+        p.family = AF_INET;
+        p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src.v4_addr());
+        p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst.v4_addr());
+    } else {
+        p.family = AF_INET6;
+        p.__bindgen_anon_3.ipv6_src = src.addr_words();
+        p.__bindgen_anon_4.ipv6_dst = dst.addr_words();
+    }
+    // SAFETY: p is a valid, correctly sized bpf_fib_lookup on the stack.
+    let rc = unsafe {
+        fib_lookup(
+            ctx.as_ptr(),
+            &mut p,
+            size_of::<bpf_fib_lookup>() as i32,
+            BPF_FIB_LOOKUP_OUTPUT,
+        )
+    };
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        let eth = mut_at::<EthHdr, _>(&Skb(ctx), 0)?;
+        eth.dst = p.dmac;
+        eth.src = p.smac;
+        if p.ifindex == ifindex {
+            return Ok(TC_ACT_OK as i32);
+        }
+        // SAFETY: plain helper call with a FIB-provided ifindex.
+        return Ok(unsafe { bpf_redirect(p.ifindex, 0) } as i32);
+    }
+    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        // SAFETY: with no params the helper resolves the next hop itself.
+        return Ok(unsafe { bpf_redirect_neigh(p.ifindex, null_mut(), 0, 0) } as i32);
+    }
+    stats::count(Stat::FibLookupFailed);
+    Ok(TC_ACT_OK as i32)
+}

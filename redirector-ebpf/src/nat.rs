@@ -1,0 +1,88 @@
+//! The three translation paths: egress DNAT (VIP -> member) and the reverse
+//! NAT of replies (member -> VIP) in TC and XDP flavours.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
+    programs::{TcContext, XdpContext},
+};
+use redirector_common::{
+    FlowKey, Stat,
+    parse::{Skip, TcpPacket, parse_tcp},
+};
+
+use crate::{
+    conntrack,
+    csum::{self, Side},
+    error::Error,
+    fib,
+    maps::SERVICES,
+    parse::{Frame, Skb},
+    stats,
+};
+
+/// Parsed TCP, or `None` for a packet that is not ours (counted as passed).
+#[inline(always)]
+fn tcp_or_pass(parsed: Result<TcpPacket, Skip>) -> Result<Option<TcpPacket>, Error> {
+    match parsed {
+        Ok(p) => Ok(Some(p)),
+        Err(Skip::Truncated) => Err(Error::Malformed),
+        Err(_) => {
+            stats::count(Stat::Passed);
+            Ok(None)
+        }
+    }
+}
+
+/// TC egress: a packet to a VIP goes to its flow's member.
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> Result<i32, Error> {
+    let Some(pkt) = tcp_or_pass(parse_tcp(&Skb(ctx)))? else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    let Some(active) = SERVICES.get_ptr(&pkt.dst) else {
+        stats::count(Stat::Passed);
+        return Ok(TC_ACT_OK as i32);
+    };
+    // SAFETY: valid map value pointer; copied out at once, so a concurrent
+    // flip is seen whole or not at all.
+    let active = unsafe { *active };
+    let flow = FlowKey {
+        client: pkt.src,
+        vip: pkt.dst,
+    };
+    let member = conntrack::member_for(&flow, &active, pkt.is_syn())?;
+    csum::tc_rewrite(ctx, &pkt, Side::Destination, &member)?;
+    stats::count(Stat::Translated);
+    fib::forward(ctx, &pkt.src, &member)
+}
+
+/// TC ingress: a reply from a member to a VIP client appears to come from
+/// the VIP.
+#[inline(always)]
+pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
+    let Some(pkt) = tcp_or_pass(parse_tcp(&Skb(ctx)))? else {
+        return Ok(TC_ACT_OK as i32);
+    };
+    let Some(vip) = conntrack::vip_for_reply(&pkt.src, &pkt.dst) else {
+        stats::count(Stat::Passed);
+        return Ok(TC_ACT_OK as i32);
+    };
+    csum::tc_rewrite(ctx, &pkt, Side::Source, &vip)?;
+    stats::count(Stat::ReverseTranslated);
+    Ok(TC_ACT_OK as i32)
+}
+
+/// XDP ingress: the same as [`ingress_tc`] before the skb exists.
+#[inline(always)]
+pub fn ingress_xdp(ctx: &XdpContext) -> Result<u32, Error> {
+    let Some(pkt) = tcp_or_pass(parse_tcp(&Frame(ctx)))? else {
+        return Ok(XDP_PASS);
+    };
+    let Some(vip) = conntrack::vip_for_reply(&pkt.src, &pkt.dst) else {
+        stats::count(Stat::Passed);
+        return Ok(XDP_PASS);
+    };
+    csum::xdp_rewrite_source(ctx, &pkt, &vip)?;
+    stats::count(Stat::ReverseTranslated);
+    Ok(XDP_PASS)
+}
