@@ -9,7 +9,9 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("no workspace root above {manifest_dir}"))?
         .join("redirector-ebpf");
-    let root = root.to_str().ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
+    let root = root
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", root.display()))?;
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "redirector-ebpf",

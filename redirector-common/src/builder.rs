@@ -124,7 +124,12 @@ mod tests {
 
     #[test]
     fn parses_ipv4_syn() {
-        let f = tcp_frame(&v4([198, 18, 0, 2], 40000), &v4([198, 18, 0, 100], 6379), TCP_SYN, b"");
+        let f = tcp_frame(
+            &v4([198, 18, 0, 2], 40000),
+            &v4([198, 18, 0, 100], 6379),
+            TCP_SYN,
+            b"",
+        );
         let p = verify_checksums(&f).unwrap();
         assert_eq!(p.l4_off, 34);
         assert_eq!(p.dst, v4([198, 18, 0, 100], 6379));
@@ -144,7 +149,12 @@ mod tests {
 
     #[test]
     fn syn_ack_is_not_a_new_connection() {
-        let f = tcp_frame(&v4([1, 1, 1, 1], 1), &v4([2, 2, 2, 2], 2), TCP_SYN | TCP_ACK, b"");
+        let f = tcp_frame(
+            &v4([1, 1, 1, 1], 1),
+            &v4([2, 2, 2, 2], 2),
+            TCP_SYN | TCP_ACK,
+            b"",
+        );
         assert!(!parse_tcp(&f[..]).unwrap().is_syn());
     }
 

@@ -80,7 +80,10 @@ mod tests {
     struct Lcg(u64);
     impl Lcg {
         fn next(&mut self) -> u8 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 56) as u8
         }
         fn bytes(&mut self, n: usize) -> Vec<u8> {
@@ -92,7 +95,11 @@ mod tests {
     fn reference(data: &[u8]) -> u16 {
         let mut sum: u64 = 0;
         for (i, b) in data.iter().enumerate() {
-            sum += if i % 2 == 0 { (*b as u64) << 8 } else { *b as u64 };
+            sum += if i % 2 == 0 {
+                (*b as u64) << 8
+            } else {
+                *b as u64
+            };
         }
         while sum > 0xffff {
             sum = (sum & 0xffff) + (sum >> 16);
@@ -176,7 +183,11 @@ mod tests {
     fn incremental_replace_handles_carry_edge_values() {
         // Checksums and fields at the one's-complement extremes.
         for check in [[0u8, 0], [0xff, 0xff], [0x80, 0], [0, 1]] {
-            for (old, new) in [([0u8, 0], [0xff, 0xff]), ([0xff, 0xff], [0, 0]), ([0x12, 0x34], [0x12, 0x34])] {
+            for (old, new) in [
+                ([0u8, 0], [0xff, 0xff]),
+                ([0xff, 0xff], [0, 0]),
+                ([0x12, 0x34], [0x12, 0x34]),
+            ] {
                 let out = replace(check, &old, &new);
                 // Reference: ~(~HC + ~m + m') computed in u64.
                 let mut s = (!u16::from_be_bytes(check)) as u64

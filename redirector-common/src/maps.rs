@@ -176,3 +176,62 @@ mod pod {
     unsafe impl aya::Pod for super::Assignment {}
     unsafe impl aya::Pod for super::DownMark {}
 }
+
+impl From<core::net::SocketAddr> for Endpoint {
+    fn from(sa: core::net::SocketAddr) -> Self {
+        match sa {
+            core::net::SocketAddr::V4(a) => Self::tcp_v4(a.ip().octets(), a.port().to_be_bytes()),
+            core::net::SocketAddr::V6(a) => Self::tcp_v6(a.ip().octets(), a.port().to_be_bytes()),
+        }
+    }
+}
+
+impl Endpoint {
+    /// The endpoint as a socket address (for display and for userspace).
+    pub fn socket_addr(&self) -> core::net::SocketAddr {
+        use core::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+        let ip = if self.family == FAMILY_V4 {
+            IpAddr::V4(Ipv4Addr::from(self.v4_addr()))
+        } else {
+            IpAddr::V6(Ipv6Addr::from(self.addr))
+        };
+        SocketAddr::new(ip, self.port())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_addr_round_trips_for_both_families() {
+        for s in ["198.18.0.100:6379", "[2001:db8::100]:6380"] {
+            let sa: core::net::SocketAddr = s.parse().unwrap();
+            let e = Endpoint::from(sa);
+            assert_eq!(e.socket_addr(), sa);
+            assert_eq!(e.proto, PROTO_TCP);
+        }
+        let v4 = Endpoint::from(
+            "198.18.0.100:6379"
+                .parse::<core::net::SocketAddr>()
+                .unwrap(),
+        );
+        assert_eq!(v4.addr[4..], [0u8; 12]);
+        assert_eq!(v4.port, [0x18, 0xeb]);
+    }
+
+    #[test]
+    fn same_compares_every_field() {
+        let a = Endpoint::tcp_v4([1, 2, 3, 4], [0, 80]);
+        assert!(a.same(&a));
+        let mut b = a;
+        b.port = [0, 81];
+        assert!(!a.same(&b));
+        let mut c = a;
+        c.addr[15] = 1;
+        assert!(!a.same(&c));
+        let mut d = a;
+        d.family = FAMILY_V6;
+        assert!(!a.same(&d));
+    }
+}

@@ -202,11 +202,20 @@ pub fn parse_tcp<P: Packet + ?Sized>(pkt: &P) -> Result<TcpPacket, Skip> {
     let tcp: &TcpHdr = pkt.ref_at(l4_off).ok_or(Skip::Truncated)?;
     let (src, dst) = if v4 {
         (
-            Endpoint::tcp_v4([src_addr[0], src_addr[1], src_addr[2], src_addr[3]], tcp.src_port),
-            Endpoint::tcp_v4([dst_addr[0], dst_addr[1], dst_addr[2], dst_addr[3]], tcp.dst_port),
+            Endpoint::tcp_v4(
+                [src_addr[0], src_addr[1], src_addr[2], src_addr[3]],
+                tcp.src_port,
+            ),
+            Endpoint::tcp_v4(
+                [dst_addr[0], dst_addr[1], dst_addr[2], dst_addr[3]],
+                tcp.dst_port,
+            ),
         )
     } else {
-        (Endpoint::tcp_v6(src_addr, tcp.src_port), Endpoint::tcp_v6(dst_addr, tcp.dst_port))
+        (
+            Endpoint::tcp_v6(src_addr, tcp.src_port),
+            Endpoint::tcp_v6(dst_addr, tcp.dst_port),
+        )
     };
     Ok(TcpPacket {
         l3_off,
@@ -221,5 +230,8 @@ pub fn parse_tcp<P: Packet + ?Sized>(pkt: &P) -> Result<TcpPacket, Skip> {
 /// TCP. We do not walk them; such packets pass untouched.
 #[inline(always)]
 pub const fn is_ipv6_ext_header(next: u8) -> bool {
-    matches!(next, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254)
+    matches!(
+        next,
+        0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140 | 253 | 254
+    )
 }

@@ -36,7 +36,12 @@ pub enum Side {
 
 /// TC: sets the `side` endpoint of `pkt` to `to`.
 #[inline(always)]
-pub fn tc_rewrite(ctx: &TcContext, pkt: &TcpPacket, side: Side, to: &Endpoint) -> Result<(), Error> {
+pub fn tc_rewrite(
+    ctx: &TcContext,
+    pkt: &TcpPacket,
+    side: Side,
+    to: &Endpoint,
+) -> Result<(), Error> {
     let skb = Skb(ctx);
     let (from, addr_off, port_off) = match (side, pkt.is_v4()) {
         (Side::Source, true) => (&pkt.src, IPV4_SRC_OFF, TCP_SRC_PORT_OFF),
@@ -79,7 +84,6 @@ pub fn tc_rewrite(ctx: &TcContext, pkt: &TcpPacket, side: Side, to: &Endpoint) -
     }
     Ok(())
 }
-
 
 /// XDP: sets the source endpoint of `pkt` to `to` (the reverse path only
 /// rewrites sources), patching checksums incrementally.

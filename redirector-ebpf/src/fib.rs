@@ -3,8 +3,15 @@
 //!
 //! Same interface: write the MACs the FIB gave and continue (no second pass
 //! through this hook). Another interface: redirect there. Neighbour not
-//! resolved yet: `bpf_redirect_neigh` resolves it. No route: keep the
-//! packet's original path and count it.
+//! resolved yet: `bpf_redirect_neigh` resolves it. Anything else keeps the
+//! packet's original path (the VIP's next hop) and is counted.
+//!
+//! The lookup is done from the ingress perspective of this interface (no
+//! `BPF_FIB_LOOKUP_OUTPUT`: that pins the result to this interface, so a
+//! member behind another one could never be found). The kernel only answers
+//! such lookups where forwarding is enabled on the interface; elsewhere it
+//! says FWD_DISABLED and the packet keeps the VIP route's next hop, which is
+//! right whenever the members sit behind the same gateway as the VIP.
 
 use core::{
     mem::{size_of, zeroed},
@@ -13,10 +20,7 @@ use core::{
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{
-        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LOOKUP_OUTPUT, TC_ACT_OK,
-        bpf_fib_lookup,
-    },
+    bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, bpf_fib_lookup},
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
@@ -52,14 +56,7 @@ pub fn forward(ctx: &TcContext, src: &Endpoint, dst: &Endpoint) -> Result<i32, E
         p.__bindgen_anon_4.ipv6_dst = dst.addr_words();
     }
     // SAFETY: p is a valid, correctly sized bpf_fib_lookup on the stack.
-    let rc = unsafe {
-        fib_lookup(
-            ctx.as_ptr(),
-            &mut p,
-            size_of::<bpf_fib_lookup>() as i32,
-            BPF_FIB_LOOKUP_OUTPUT,
-        )
-    };
+    let rc = unsafe { fib_lookup(ctx.as_ptr(), &mut p, size_of::<bpf_fib_lookup>() as i32, 0) };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         let eth = mut_at::<EthHdr, _>(&Skb(ctx), 0)?;
         eth.dst = p.dmac;

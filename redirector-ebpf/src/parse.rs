@@ -66,5 +66,7 @@ impl_packet!(Frame<'_>);
 pub fn mut_at<'a, T, B: Bounds>(pkt: &B, offset: usize) -> Result<&'a mut T, Error> {
     // SAFETY: as in `ref_at`; the program is the only writer of this packet
     // while it runs, and callers do not hold two overlapping references.
-    ptr_at::<T, B>(pkt, offset).map(|p| unsafe { &mut *p }).ok_or(Error::Malformed)
+    ptr_at::<T, B>(pkt, offset)
+        .map(|p| unsafe { &mut *p })
+        .ok_or(Error::Malformed)
 }

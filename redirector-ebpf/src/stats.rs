@@ -17,11 +17,19 @@ pub fn count(stat: Stat) {
 #[inline(always)]
 pub fn error_tc(e: Error) -> i32 {
     count(e.stat());
-    if e.packet_untouched() { TC_ACT_OK as i32 } else { TC_ACT_SHOT as i32 }
+    if e.packet_untouched() {
+        TC_ACT_OK as i32
+    } else {
+        TC_ACT_SHOT as i32
+    }
 }
 
 #[inline(always)]
 pub fn error_xdp(e: Error) -> u32 {
     count(e.stat());
-    if e.packet_untouched() { xdp_action::XDP_PASS } else { xdp_action::XDP_DROP }
+    if e.packet_untouched() {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
 }

@@ -1,1 +1,29 @@
+//! Test support for the kernel-facing tests: network namespaces, a
+//! two-member topology with real redis-server processes, unique bpffs pin
+//! directories, and a minimal RESP client. Every resource is released on
+//! Drop, so a failing test leaves nothing behind.
+//!
+//! The tests themselves are in `src/tests/` and need root.
 
+pub mod netns;
+pub mod pins;
+pub mod resp;
+pub mod topology;
+
+#[cfg(test)]
+mod tests;
+
+/// A name unique to this process and call, under the prefix every test
+/// resource carries (`rdt`), so cleanup checks can find leftovers.
+pub fn unique(tag: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "rdt{}{}-{tag}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The prefix of every namespace and pin directory the tests create.
+pub const PREFIX: &str = "rdt";

@@ -1,0 +1,199 @@
+//! Typed access to the pinned maps. The daemon's map writer owns one
+//! [`Maps`]; the CLI and tests open their own to read.
+
+use std::path::Path;
+
+use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
+use redirector_common::{
+    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, REVERSE_NAT, ReverseKey,
+    SERVICES, STATS, Stat,
+};
+
+use super::DatapathError;
+
+/// One `SERVICES` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub vip: Endpoint,
+    pub active: Assignment,
+}
+
+/// One `CONNTRACK` entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEntry {
+    pub flow: FlowKey,
+    pub assignment: Assignment,
+}
+
+/// `STATS` summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats(pub [u64; Stat::COUNT as usize]);
+
+impl Stats {
+    pub fn get(&self, stat: Stat) -> u64 {
+        self.0[stat as usize]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Stat, u64)> + '_ {
+        Stat::ALL.into_iter().map(|s| (s, self.get(s)))
+    }
+}
+
+pub struct Maps {
+    services: HashMap<MapData, Endpoint, Assignment>,
+    conntrack: HashMap<MapData, FlowKey, Assignment>,
+    reverse: HashMap<MapData, ReverseKey, Endpoint>,
+    down: HashMap<MapData, Endpoint, DownMark>,
+    stats: PerCpuArray<MapData, u64>,
+}
+
+fn open(pin_path: &Path, name: &'static str) -> Result<Map, DatapathError> {
+    let path = pin_path.join("maps").join(name);
+    if !path.exists() {
+        return Err(DatapathError::NotLoaded {
+            path: pin_path.into(),
+        });
+    }
+    let data =
+        MapData::from_pin(&path).map_err(|source| DatapathError::Map { map: name, source })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::Map { map: name, source })
+}
+
+macro_rules! typed {
+    ($pin:expr, $name:expr) => {
+        open($pin, $name)?
+            .try_into()
+            .map_err(|source| DatapathError::Map { map: $name, source })?
+    };
+}
+
+impl Maps {
+    /// Opens the maps pinned under `pin_path`.
+    pub fn open(pin_path: &Path) -> Result<Self, DatapathError> {
+        Ok(Self {
+            services: typed!(pin_path, SERVICES),
+            conntrack: typed!(pin_path, CONNTRACK),
+            reverse: typed!(pin_path, REVERSE_NAT),
+            down: typed!(pin_path, DOWN_MEMBERS),
+            stats: typed!(pin_path, STATS),
+        })
+    }
+
+    /// Points `vip` at `member` with one map update (the kernel replaces
+    /// the hash element atomically). Returns the new generation; setting the
+    /// member it already has changes nothing and returns the current one.
+    pub fn set_active(&mut self, vip: Endpoint, member: Endpoint) -> Result<u32, DatapathError> {
+        let current = self.active(&vip)?;
+        if let Some(a) = current
+            && a.member == member
+        {
+            return Ok(a.generation);
+        }
+        let generation = current.map_or(1, |a| a.generation.wrapping_add(1).max(1));
+        let value = Assignment {
+            member,
+            generation,
+            flags: 0,
+        };
+        self.services
+            .insert(vip, value, 0)
+            .map_err(|source| DatapathError::Map {
+                map: SERVICES,
+                source,
+            })?;
+        Ok(generation)
+    }
+
+    /// The active member of `vip`, if the service exists.
+    pub fn active(&self, vip: &Endpoint) -> Result<Option<Assignment>, DatapathError> {
+        not_found_is_none(self.services.get(vip, 0), SERVICES)
+    }
+
+    /// Removes a service; its VIP is no longer translated. Returns whether
+    /// it existed.
+    pub fn remove_service(&mut self, vip: &Endpoint) -> Result<bool, DatapathError> {
+        removed(self.services.remove(vip), SERVICES)
+    }
+
+    pub fn services(&self) -> Result<Vec<ServiceEntry>, DatapathError> {
+        collect(self.services.iter(), SERVICES, |vip, active| ServiceEntry {
+            vip,
+            active,
+        })
+    }
+
+    /// Marks `member` down: packets of flows pinned to it are steered to
+    /// their service's active member (which answers RST).
+    pub fn mark_down(&mut self, member: Endpoint, reason: u32) -> Result<(), DatapathError> {
+        self.down
+            .insert(member, DownMark { reason }, 0)
+            .map_err(|source| DatapathError::Map {
+                map: DOWN_MEMBERS,
+                source,
+            })
+    }
+
+    /// Clears the down mark. Returns whether there was one.
+    pub fn mark_up(&mut self, member: &Endpoint) -> Result<bool, DatapathError> {
+        removed(self.down.remove(member), DOWN_MEMBERS)
+    }
+
+    pub fn down_members(&self) -> Result<Vec<(Endpoint, DownMark)>, DatapathError> {
+        collect(self.down.iter(), DOWN_MEMBERS, |e, m| (e, m))
+    }
+
+    pub fn flows(&self) -> Result<Vec<FlowEntry>, DatapathError> {
+        collect(self.conntrack.iter(), CONNTRACK, |flow, assignment| {
+            FlowEntry { flow, assignment }
+        })
+    }
+
+    /// Number of reply-translation entries (for status and tests).
+    pub fn reverse_entries(&self) -> Result<usize, DatapathError> {
+        Ok(collect(self.reverse.iter(), REVERSE_NAT, |_, _| ())?.len())
+    }
+
+    pub fn stats(&self) -> Result<Stats, DatapathError> {
+        let mut out = Stats::default();
+        for stat in Stat::ALL {
+            let per_cpu = self
+                .stats
+                .get(&(stat as u32), 0)
+                .map_err(|source| DatapathError::Map { map: STATS, source })?;
+            out.0[stat as usize] = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+fn not_found_is_none<V>(
+    r: Result<V, MapError>,
+    map: &'static str,
+) -> Result<Option<V>, DatapathError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(source) => Err(DatapathError::Map { map, source }),
+    }
+}
+
+fn removed(r: Result<(), MapError>, map: &'static str) -> Result<bool, DatapathError> {
+    not_found_is_none(r, map).map(|o| o.is_some())
+}
+
+fn collect<K, V, T>(
+    iter: impl Iterator<Item = Result<(K, V), MapError>>,
+    map: &'static str,
+    f: impl Fn(K, V) -> T,
+) -> Result<Vec<T>, DatapathError> {
+    let mut out = Vec::new();
+    for item in iter {
+        match item {
+            Ok((k, v)) => out.push(f(k, v)),
+            // An entry deleted (or LRU-evicted) while we walked: skip it.
+            Err(MapError::KeyNotFound) => {}
+            Err(source) => return Err(DatapathError::Map { map, source }),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,17 @@
+//! The data path from userspace: load or adopt the kernel programs, attach
+//! them to interfaces, pin everything under the pin path, and read/write the
+//! maps through a typed facade. A single owner (the daemon's map writer) uses
+//! [`Maps`]; everything persists in bpffs, so the daemon may exit or crash
+//! and traffic keeps flowing on the last decision.
+
+mod error;
+mod loader;
+mod maps;
+pub mod system;
+
+pub use error::DatapathError;
+pub use loader::{
+    Attachment, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode, Options, XDP_PROGRAM,
+    load_programs, pins_exist, teardown,
+};
+pub use maps::{FlowEntry, Maps, ServiceEntry, Stats};

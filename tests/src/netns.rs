@@ -1,0 +1,77 @@
+//! Network namespaces that delete themselves, and running code inside one.
+
+use std::{fs::File, os::fd::AsRawFd, process::Command};
+
+/// A named network namespace (`ip netns add`), deleted on drop. Deleting it
+/// also destroys the veths inside it.
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(name: &str) -> Self {
+        sh(&["ip", "netns", "add", name]);
+        let ns = Self { name: name.into() };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs a command inside the namespace; panics with its output if it fails.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs `f` on a thread whose network namespace is this one. Sockets
+    /// created there stay in this namespace wherever they are used later.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            enter(&path);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+pub fn enter(path: &str) {
+    let f = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    // SAFETY: a valid namespace fd; setns only affects this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Runs a command and returns stdout; panics with stderr on failure.
+pub fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Namespaces whose names carry the test prefix (leftover check).
+pub fn leftover_namespaces() -> Vec<String> {
+    let out = sh(&["ip", "netns", "list"]);
+    out.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(crate::PREFIX))
+        .map(String::from)
+        .collect()
+}

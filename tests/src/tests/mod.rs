@@ -1,0 +1,2 @@
+mod datapath;
+mod packets;

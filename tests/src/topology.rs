@@ -1,0 +1,259 @@
+//! The end-to-end test topology: an application host and two members (east,
+//! west) behind a router, each member running a real redis-server that
+//! holds `region = <its name>`.
+//!
+//! ```text
+//!  app eth0 198.18.10.2 ── router ── east eth0 198.18.1.10 (redis)
+//!  2001:db8:10::2            │
+//!                            └────── west eth0 198.18.2.10 (redis)
+//! ```
+//!
+//! The VIP (198.18.0.100 / 2001:db8:100::100) is not on any link; the app
+//! host reaches it through its default route, so the kernel resolves the
+//! router's MAC and the packet reaches TC egress, where it is rewritten.
+//! Everything is removed on drop: redis processes (by PID), namespaces (and
+//! with them the veths), and the pin directory.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{netns::NetNs, pins::PinDir, resp::Client, unique};
+
+pub const REDIS_PORT: u16 = 6379;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+pub struct Member {
+    pub name: &'static str,
+    pub ns: NetNs,
+    pub v4: IpAddr,
+    pub v6: IpAddr,
+    pub redis: Option<Child>,
+}
+
+impl Member {
+    pub fn addr(&self, f: Family) -> SocketAddr {
+        SocketAddr::new(if f == Family::V4 { self.v4 } else { self.v6 }, REDIS_PORT)
+    }
+}
+
+pub struct Topology {
+    // Field order is drop order: members' redis first (Member::drop), then
+    // the namespaces, then the pins.
+    pub east: Member,
+    pub west: Member,
+    pub app: NetNs,
+    pub router: NetNs,
+    pub pins: PinDir,
+}
+
+pub fn vip(f: Family) -> SocketAddr {
+    match f {
+        Family::V4 => "198.18.0.100:6379".parse().unwrap(),
+        Family::V6 => "[2001:db8:100::100]:6379".parse().unwrap(),
+    }
+}
+
+impl Topology {
+    /// Builds the namespaces and starts both redis servers. `tx_offload`
+    /// sets TX checksum offload on every veth end.
+    pub fn new(tx_offload: bool) -> Self {
+        let app = NetNs::new(&unique("app"));
+        let router = NetNs::new(&unique("rtr"));
+        let east = member("east", 1, &router);
+        let west = member("west", 2, &router);
+        link(&app, "eth0", &router, "to-app");
+        app.exec(&["ip", "addr", "add", "198.18.10.2/24", "dev", "eth0"]);
+        app.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:10::2/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        app.exec(&["ip", "link", "set", "eth0", "up"]);
+        app.exec(&["ip", "route", "add", "default", "via", "198.18.10.1"]);
+        app.exec(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "2001:db8:10::1",
+        ]);
+        router.exec(&["ip", "addr", "add", "198.18.10.1/24", "dev", "to-app"]);
+        router.exec(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:10::1/64",
+            "dev",
+            "to-app",
+            "nodad",
+        ]);
+        router.exec(&["ip", "link", "set", "to-app", "up"]);
+        router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        let offload = if tx_offload { "on" } else { "off" };
+        for (ns, dev) in [
+            (&app, "eth0"),
+            (&router, "to-app"),
+            (&router, "to-east"),
+            (&router, "to-west"),
+            (&east.ns, "eth0"),
+            (&west.ns, "eth0"),
+        ] {
+            ns.exec(&["ethtool", "-K", dev, "tx", offload]);
+        }
+        let mut t = Self {
+            east,
+            west,
+            app,
+            router,
+            pins: PinDir::new("e2e"),
+        };
+        t.start_redis_all();
+        t
+    }
+
+    fn start_redis_all(&mut self) {
+        for m in [&mut self.east, &mut self.west] {
+            start_redis(m);
+        }
+    }
+
+    /// Opens a connection from the application host.
+    pub fn connect(&self, addr: SocketAddr) -> std::io::Result<Client> {
+        self.app.run(move || Client::connect(addr))
+    }
+}
+
+fn link(a: &NetNs, a_dev: &str, b: &NetNs, b_dev: &str) {
+    a.exec(&[
+        "ip", "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b.name,
+    ]);
+}
+
+fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
+    let ns = NetNs::new(&unique(name));
+    let rdev = format!("to-{name}");
+    link(&ns, "eth0", router, &rdev);
+    let v4 = format!("198.18.{n}.10");
+    let v6 = format!("2001:db8:{n}::10");
+    ns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
+    ns.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{v6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    ns.exec(&["ip", "link", "set", "eth0", "up"]);
+    ns.exec(&[
+        "ip",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("198.18.{n}.1"),
+    ]);
+    ns.exec(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        &format!("2001:db8:{n}::1"),
+    ]);
+    router.exec(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("198.18.{n}.1/24"),
+        "dev",
+        &rdev,
+    ]);
+    router.exec(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("2001:db8:{n}::1/64"),
+        "dev",
+        &rdev,
+        "nodad",
+    ]);
+    router.exec(&["ip", "link", "set", &rdev, "up"]);
+    Member {
+        name,
+        ns,
+        v4: v4.parse().unwrap(),
+        v6: v6.parse().unwrap(),
+        redis: None,
+    }
+}
+
+/// Starts redis-server in the member's namespace and waits (bounded) until
+/// it answers, then stores `region = <name>`.
+pub fn start_redis(m: &mut Member) {
+    let child = Command::new("ip")
+        .args(["netns", "exec", &m.ns.name, "redis-server"])
+        .args(["--bind", &m.v4.to_string(), &m.v6.to_string()])
+        .args(["--port", &REDIS_PORT.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+        .args(["--daemonize", "no", "--logfile", ""])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server (is redis-server installed? run `cargo xtask setup`)");
+    m.redis = Some(child);
+    let addr = m.addr(Family::V4);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = m.ns.run(move || {
+            Client::connect(addr)
+                .and_then(|mut c| c.command(&["PING"]))
+                .is_ok()
+        });
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis in {} did not start",
+            m.ns.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let name = m.name;
+    m.ns.run(move || {
+        let mut c = Client::connect(addr).unwrap();
+        c.command(&["SET", "region", name]).unwrap();
+    });
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.redis.take() {
+            // `ip netns exec` execs redis-server, so this PID is redis itself.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
