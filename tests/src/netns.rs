@@ -13,6 +13,10 @@ impl NetNs {
         sh(&["ip", "netns", "add", name]);
         let ns = Self { name: name.into() };
         ns.exec(&["ip", "link", "set", "lo", "up"]);
+        // No duplicate address detection on links made later, link-local
+        // addresses included: a tentative address delays neighbour discovery.
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0"]);
+        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.accept_dad=0"]);
         ns
     }
 

@@ -125,7 +125,31 @@ impl Topology {
             pins: PinDir::new("e2e"),
         };
         t.start_redis_all();
+        t.wait_reachable();
         t
+    }
+
+    /// Waits (bounded) until the app host reaches both members directly
+    /// over both families, so neighbour discovery is done before a test.
+    fn wait_reachable(&self) {
+        let targets: Vec<SocketAddr> = [&self.east, &self.west]
+            .iter()
+            .flat_map(|m| [m.addr(Family::V4), m.addr(Family::V6)])
+            .collect();
+        for addr in targets {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self
+                .app
+                .run(move || Client::connect(addr).and_then(|mut c| c.command(&["PING"])))
+                .is_err()
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "{addr} unreachable from the app host"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
 
     fn start_redis_all(&mut self) {

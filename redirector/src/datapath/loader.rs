@@ -3,7 +3,7 @@
 //! Layout under the pin path:
 //! - `maps/<NAME>`: every map. A new load reuses them, so conntrack and the
 //!   active members survive daemon restarts and upgrades.
-//! - `links/<interface>.<hook>`: one bpf_link per attachment (TCX for TC,
+//! - `links/<interface>@<hook>`: one bpf_link per attachment (TCX for TC,
 //!   XDP links for XDP). A new load swaps its program into the existing link
 //!   atomically (`bpf_link_update`): no moment without a program.
 //!
@@ -88,16 +88,19 @@ impl Hook {
         !matches!(self, Hook::TcEgress)
     }
 
+    /// `<interface>@<hook>`. bpffs refuses names containing '.', which
+    /// interface names may have (VLANs: `eth0.100`), so '.' is written as
+    /// '%', a character no allocated interface name contains.
     fn pin_name(self, interface: &str) -> String {
-        format!("{interface}.{}", self.as_str())
+        format!("{}@{}", interface.replace('.', "%"), self.as_str())
     }
 
-    fn from_pin_name(name: &str) -> Option<(&str, Hook)> {
-        let (iface, hook) = name.rsplit_once('.')?;
+    fn from_pin_name(name: &str) -> Option<(String, Hook)> {
+        let (iface, hook) = name.rsplit_once('@')?;
         Hook::ALL
             .into_iter()
             .find(|h| h.as_str() == hook)
-            .map(|h| (iface, h))
+            .map(|h| (iface.replace('%', "."), h))
     }
 }
 
@@ -411,7 +414,7 @@ fn attach(
     };
     link.pin(&pin).map_err(|e| DatapathError::Pin {
         path: pin.clone(),
-        message: e.to_string(),
+        message: error_chain(&e),
     })?;
     Ok(Attachment {
         interface: iface.into(),
@@ -454,6 +457,19 @@ fn adopt(ebpf: &mut Ebpf, hook: Hook, pin: &Path) -> Result<bool, DatapathError>
     Ok(swapped)
 }
 
+/// "outer: inner: innermost", since aya's errors keep the OS error in the
+/// source chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 fn pinned_links(dir: &Path) -> Result<Vec<(String, Hook)>, DatapathError> {
     let io = |source| DatapathError::Io {
         path: dir.into(),
@@ -462,8 +478,8 @@ fn pinned_links(dir: &Path) -> Result<Vec<(String, Hook)>, DatapathError> {
     let mut out = Vec::new();
     for entry in fs::read_dir(dir).map_err(io)? {
         let name = entry.map_err(io)?.file_name();
-        if let Some((iface, hook)) = name.to_str().and_then(Hook::from_pin_name) {
-            out.push((iface.to_string(), hook));
+        if let Some(found) = name.to_str().and_then(Hook::from_pin_name) {
+            out.push(found);
         }
     }
     Ok(out)
@@ -538,10 +554,11 @@ mod tests {
         for hook in Hook::ALL {
             for iface in ["eth0", "eth0.100", "veth-a"] {
                 let name = hook.pin_name(iface);
-                assert_eq!(Hook::from_pin_name(&name), Some((iface, hook)));
+                assert!(!name.contains('.'), "bpffs refuses dots: {name}");
+                assert_eq!(Hook::from_pin_name(&name), Some((iface.to_string(), hook)));
             }
         }
-        assert_eq!(Hook::from_pin_name("eth0.unknown"), None);
+        assert_eq!(Hook::from_pin_name("eth0@unknown"), None);
         assert_eq!(Hook::from_pin_name("noext"), None);
     }
 }
