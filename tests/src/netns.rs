@@ -27,6 +27,11 @@ impl NetNs {
         sh(&full)
     }
 
+    /// `exec` of a command line split on whitespace (no quoting).
+    pub fn cmd(&self, line: &str) -> String {
+        self.exec(&line.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// Runs `f` on a thread whose network namespace is this one. Sockets
     /// created there stay in this namespace wherever they are used later.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -70,42 +70,12 @@ impl Topology {
         let east = member("east", 1, &router);
         let west = member("west", 2, &router);
         link(&app, "eth0", &router, "to-app");
-        app.exec(&["ip", "addr", "add", "198.18.10.2/24", "dev", "eth0"]);
-        app.exec(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:10::2/64",
-            "dev",
-            "eth0",
-            "nodad",
-        ]);
-        app.exec(&["ip", "link", "set", "eth0", "up"]);
-        app.exec(&["ip", "route", "add", "default", "via", "198.18.10.1"]);
-        app.exec(&[
-            "ip",
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "2001:db8:10::1",
-        ]);
-        router.exec(&["ip", "addr", "add", "198.18.10.1/24", "dev", "to-app"]);
-        router.exec(&[
-            "ip",
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:10::1/64",
-            "dev",
-            "to-app",
-            "nodad",
-        ]);
-        router.exec(&["ip", "link", "set", "to-app", "up"]);
-        router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        host(&app, "eth0", "198.18.10.2/24", "2001:db8:10::2/64");
+        app.cmd("ip route add default via 198.18.10.1");
+        app.cmd("ip -6 route add default via 2001:db8:10::1");
+        host(&router, "to-app", "198.18.10.1/24", "2001:db8:10::1/64");
+        router.cmd("sysctl -qw net.ipv4.ip_forward=1");
+        router.cmd("sysctl -qw net.ipv6.conf.all.forwarding=1");
         let offload = if tx_offload { "on" } else { "off" };
         for (ns, dev) in [
             (&app, "eth0"),
@@ -170,60 +140,28 @@ fn link(a: &NetNs, a_dev: &str, b: &NetNs, b_dev: &str) {
     ]);
 }
 
+/// Addresses `dev` in `ns` and brings it up.
+fn host(ns: &NetNs, dev: &str, v4: &str, v6: &str) {
+    ns.cmd(&format!("ip addr add {v4} dev {dev}"));
+    ns.cmd(&format!("ip -6 addr add {v6} dev {dev} nodad"));
+    ns.cmd(&format!("ip link set {dev} up"));
+}
+
 fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
     let ns = NetNs::new(&unique(name));
     let rdev = format!("to-{name}");
     link(&ns, "eth0", router, &rdev);
     let v4 = format!("198.18.{n}.10");
     let v6 = format!("2001:db8:{n}::10");
-    ns.exec(&["ip", "addr", "add", &format!("{v4}/24"), "dev", "eth0"]);
-    ns.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
-        &format!("{v6}/64"),
-        "dev",
-        "eth0",
-        "nodad",
-    ]);
-    ns.exec(&["ip", "link", "set", "eth0", "up"]);
-    ns.exec(&[
-        "ip",
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("198.18.{n}.1"),
-    ]);
-    ns.exec(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        &format!("2001:db8:{n}::1"),
-    ]);
-    router.exec(&[
-        "ip",
-        "addr",
-        "add",
+    host(&ns, "eth0", &format!("{v4}/24"), &format!("{v6}/64"));
+    ns.cmd(&format!("ip route add default via 198.18.{n}.1"));
+    ns.cmd(&format!("ip -6 route add default via 2001:db8:{n}::1"));
+    host(
+        router,
+        &rdev,
         &format!("198.18.{n}.1/24"),
-        "dev",
-        &rdev,
-    ]);
-    router.exec(&[
-        "ip",
-        "-6",
-        "addr",
-        "add",
         &format!("2001:db8:{n}::1/64"),
-        "dev",
-        &rdev,
-        "nodad",
-    ]);
-    router.exec(&["ip", "link", "set", &rdev, "up"]);
+    );
     Member {
         name,
         ns,

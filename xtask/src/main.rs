@@ -1,1 +1,35 @@
-fn main() {}
+//! Project chores: `setup` (install what a bare machine lacks), `test` (the
+//! whole suite, with a one-line summary). The eBPF object itself is built by
+//! aya-build from `redirector/build.rs`, not here.
+
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "redirector project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install missing apt packages, the nightly rust-src component and
+    /// bpf-linker, and mount bpffs. Idempotent; says what it did.
+    Setup,
+    /// Run setup, build, and every test (unit, kernel packet, namespace
+    /// end to end); print "N passed, N failed".
+    Test {
+        /// Extra arguments for `cargo test` test filtering (e.g. a test name).
+        filter: Option<String>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Test { filter } => test::run(filter.as_deref()),
+    }
+}

@@ -23,13 +23,13 @@ pub enum DatapathError {
     KernelTooOld { found: String },
 
     #[error("loading the eBPF object failed: {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
 
     #[error("program {program} failed to load (verifier or kernel rejected it): {source}")]
     Program {
         program: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     #[error("attaching {program} to {interface} ({hook}) failed: {source}")]
@@ -38,7 +38,7 @@ pub enum DatapathError {
         interface: String,
         hook: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
 
     #[error(
@@ -58,7 +58,7 @@ pub enum DatapathError {
     Map {
         map: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
 
     #[error("no data path is pinned at {path} (is `redirector run` running?)")]

@@ -188,19 +188,21 @@ pub fn load_programs(pin_path: &Path, conntrack_entries: u32) -> Result<Ebpf, Da
     loader
         .map_max_entries(CONNTRACK, conntrack_entries)
         .map_max_entries(REVERSE_NAT, conntrack_entries);
-    let mut ebpf = loader.load(OBJECT).map_err(DatapathError::Load)?;
+    let mut ebpf = loader
+        .load(OBJECT)
+        .map_err(|e| DatapathError::Load(Box::new(e)))?;
     check_map_layouts(&ebpf, conntrack_entries)?;
     for name in [EGRESS_PROGRAM, INGRESS_PROGRAM] {
         let prog: &mut SchedClassifier = program(&mut ebpf, name)?;
         prog.load().map_err(|source| DatapathError::Program {
             program: name,
-            source,
+            source: Box::new(source),
         })?;
     }
     let xdp: &mut Xdp = program(&mut ebpf, XDP_PROGRAM)?;
     xdp.load().map_err(|source| DatapathError::Program {
         program: XDP_PROGRAM,
-        source,
+        source: Box::new(source),
     })?;
     Ok(ebpf)
 }
@@ -213,11 +215,11 @@ where
         .program_mut(name)
         .ok_or_else(|| DatapathError::Program {
             program: name,
-            source: aya::programs::ProgramError::UnexpectedProgramType,
+            source: Box::new(aya::programs::ProgramError::UnexpectedProgramType),
         })?;
     p.try_into().map_err(|source| DatapathError::Program {
         program: name,
-        source,
+        source: Box::new(source),
     })
 }
 
@@ -275,10 +277,14 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
                 });
             }
         }
-        .map_err(|source| DatapathError::Map { map: name, source })?;
-        let found_ty = info
-            .map_type()
-            .map_err(|source| DatapathError::Map { map: name, source })?;
+        .map_err(|source| DatapathError::Map {
+            map: name,
+            source: Box::new(source),
+        })?;
+        let found_ty = info.map_type().map_err(|source| DatapathError::Map {
+            map: name,
+            source: Box::new(source),
+        })?;
         if found_ty != ty || info.key_size() as usize != key || info.value_size() as usize != value
         {
             return Err(DatapathError::IncompatibleMap {
@@ -359,7 +365,7 @@ fn attach(
         program: hook.program(),
         interface: iface.into(),
         hook: hook.as_str(),
-        source,
+        source: Box::new(source),
     };
     if pin.exists() {
         if adopt(ebpf, hook, &pin)? {

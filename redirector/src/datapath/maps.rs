@@ -54,16 +54,24 @@ fn open(pin_path: &Path, name: &'static str) -> Result<Map, DatapathError> {
             path: pin_path.into(),
         });
     }
-    let data =
-        MapData::from_pin(&path).map_err(|source| DatapathError::Map { map: name, source })?;
-    Map::from_map_data(data).map_err(|source| DatapathError::Map { map: name, source })
+    let data = MapData::from_pin(&path).map_err(|source| DatapathError::Map {
+        map: name,
+        source: Box::new(source),
+    })?;
+    Map::from_map_data(data).map_err(|source| DatapathError::Map {
+        map: name,
+        source: Box::new(source),
+    })
 }
 
 macro_rules! typed {
     ($pin:expr, $name:expr) => {
         open($pin, $name)?
             .try_into()
-            .map_err(|source| DatapathError::Map { map: $name, source })?
+            .map_err(|source| DatapathError::Map {
+                map: $name,
+                source: Box::new(source),
+            })?
     };
 }
 
@@ -99,7 +107,7 @@ impl Maps {
             .insert(vip, value, 0)
             .map_err(|source| DatapathError::Map {
                 map: SERVICES,
-                source,
+                source: Box::new(source),
             })?;
         Ok(generation)
     }
@@ -129,7 +137,7 @@ impl Maps {
             .insert(member, DownMark { reason }, 0)
             .map_err(|source| DatapathError::Map {
                 map: DOWN_MEMBERS,
-                source,
+                source: Box::new(source),
             })
     }
 
@@ -156,10 +164,13 @@ impl Maps {
     pub fn stats(&self) -> Result<Stats, DatapathError> {
         let mut out = Stats::default();
         for stat in Stat::ALL {
-            let per_cpu = self
-                .stats
-                .get(&(stat as u32), 0)
-                .map_err(|source| DatapathError::Map { map: STATS, source })?;
+            let per_cpu =
+                self.stats
+                    .get(&(stat as u32), 0)
+                    .map_err(|source| DatapathError::Map {
+                        map: STATS,
+                        source: Box::new(source),
+                    })?;
             out.0[stat as usize] = per_cpu.iter().sum();
         }
         Ok(out)
@@ -173,7 +184,10 @@ fn not_found_is_none<V>(
     match r {
         Ok(v) => Ok(Some(v)),
         Err(MapError::KeyNotFound) => Ok(None),
-        Err(source) => Err(DatapathError::Map { map, source }),
+        Err(source) => Err(DatapathError::Map {
+            map,
+            source: Box::new(source),
+        }),
     }
 }
 
@@ -192,7 +206,12 @@ fn collect<K, V, T>(
             Ok((k, v)) => out.push(f(k, v)),
             // An entry deleted (or LRU-evicted) while we walked: skip it.
             Err(MapError::KeyNotFound) => {}
-            Err(source) => return Err(DatapathError::Map { map, source }),
+            Err(source) => {
+                return Err(DatapathError::Map {
+                    map,
+                    source: Box::new(source),
+                });
+            }
         }
     }
     Ok(out)

@@ -63,7 +63,6 @@ fn failover_story(family: Family, ingress: IngressMode, tx_offload: bool) {
     );
     // The client saw the VIP, not the member.
     let peer = t.app.run({
-        let v = v;
         move || {
             std::net::TcpStream::connect_timeout(&v, Duration::from_secs(3))
                 .map(|s| s.peer_addr().unwrap())
@@ -221,11 +220,7 @@ fn everything_is_removed_even_when_a_test_panics() {
     });
     assert!(result.is_err());
     let seen = seen.lock().unwrap().take().expect("the body ran");
-    assert!(
-        seen.pin.exists() == false,
-        "pins left at {}",
-        seen.pin.display()
-    );
+    assert!(!seen.pin.exists(), "pins left at {}", seen.pin.display());
     let left = leftover_namespaces();
     for ns in &seen.namespaces {
         assert!(!left.contains(ns), "namespace {ns} left behind");

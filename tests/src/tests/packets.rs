@@ -434,7 +434,7 @@ fn egress_follows_the_fib_to_the_members_next_hop() {
         // struct __sk_buff up to and including `ifindex` (offset 40).
         let mut ctx = [0u8; 44];
         ctx[40..44].copy_from_slice(&ifindex0.to_ne_bytes());
-        let mut egress_on_fib0 = |frame: &[u8]| {
+        let egress_on_fib0 = |frame: &[u8]| {
             let mut out = vec![0u8; frame.len() + 64];
             let r = prog
                 .test_run(TestRunOptions {
