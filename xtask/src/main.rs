@@ -1,7 +1,8 @@
 //! Project chores: `setup` (install what a bare machine lacks), `test` (the
-//! whole suite, with a one-line summary). The eBPF object itself is built by
+//! whole suite, with a one-line summary), `bench` (measurements). The eBPF object itself is built by
 //! aya-build from `redirector/build.rs`, not here.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -25,11 +26,19 @@ enum Task {
         /// Extra arguments for `cargo test` test filtering (e.g. a test name).
         filter: Option<String>,
     },
+    /// Measure: per-packet program cost via BPF_PROG_TEST_RUN (more
+    /// figures come with the benchmark issue).
+    Bench {
+        /// Fewer repetitions, for CI.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Test { filter } => test::run(filter.as_deref()),
+        Task::Bench { quick } => bench::run(quick),
     }
 }

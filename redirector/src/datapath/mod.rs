@@ -11,7 +11,7 @@ pub mod system;
 
 pub use error::DatapathError;
 pub use loader::{
-    Attachment, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode, Options, XDP_PROGRAM,
-    load_programs, pins_exist, teardown,
+    Attachment, BASELINE_OBJECT, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode,
+    Options, XDP_PROGRAM, load_programs, pins_exist, teardown,
 };
 pub use maps::{FlowEntry, Maps, ServiceEntry, Stats};
