@@ -5,3 +5,4 @@
 //! (`datapath`); the daemon and CLI are built on it.
 
 pub mod datapath;
+pub mod config;
