@@ -6,3 +6,4 @@
 
 pub mod datapath;
 pub mod config;
+pub mod decide;

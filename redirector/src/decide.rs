@@ -1,0 +1,364 @@
+//! The failover decisions of one service, as a pure state machine.
+//!
+//! Inputs are check results, operator commands and the passage of time;
+//! outputs are flips of the active member and the set of members whose
+//! flows the data path must reset. No I/O and no clock of its own (every
+//! call takes `now`), so it is tested exhaustively on the host.
+//!
+//! Rules:
+//! - member health by rise/fall over consecutive results (Unknown until the
+//!   first rise or fall completes; Unknown members may be chosen, as HAProxy
+//!   starts servers up, so a fresh start serves at once);
+//! - the active member is the highest-priority eligible one (not Down, not
+//!   drained); a Down active fails over at once;
+//! - a better member that recovers takes over after `failback_delay` of
+//!   continuous health (`auto`), or never by itself (`manual`);
+//! - nothing eligible: keep the last active (fail static), degraded;
+//! - `switchover` pins a member until `release`; a pinned member that goes
+//!   Down still fails over, and takes over again once it is Up;
+//! - planned moves (failback, switchover, release, drain) give the previous
+//!   member's open flows `drain_timeout`, then they are reset; a failover
+//!   resets the failed member's flows at once (`on_failover = "reset"`).
+
+use std::{collections::BTreeSet, time::Duration, time::Instant};
+
+use crate::config::{Failback, OnFailover};
+
+/// What the machine needs from the service config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    pub rise: u32,
+    pub fall: u32,
+    pub failback: Failback,
+    pub failback_delay: Duration,
+    pub on_failover: OnFailover,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Unknown,
+    Up,
+    Down,
+}
+
+/// Why the active member changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// First assignment of the service.
+    Initial,
+    /// The active member went down (or nothing was up and one came back).
+    Failover,
+    /// The preferred member was healthy for `failback_delay`.
+    Failback,
+    /// Operator pinned a member.
+    Switchover,
+    /// Operator released a pin.
+    Release,
+    /// Operator drained the active member.
+    Drain,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Initial,
+        Reason::Failover,
+        Reason::Failback,
+        Reason::Switchover,
+        Reason::Release,
+        Reason::Drain,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Initial => "initial",
+            Reason::Failover => "failover",
+            Reason::Failback => "failback",
+            Reason::Switchover => "switchover",
+            Reason::Release => "release",
+            Reason::Drain => "drain",
+        }
+    }
+
+    /// Planned moves let the old member's flows drain first.
+    const fn planned(self) -> bool {
+        matches!(self, Reason::Failback | Reason::Switchover | Reason::Release | Reason::Drain)
+    }
+}
+
+/// A change of the active member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flip {
+    pub from: Option<usize>,
+    pub to: usize,
+    pub reason: Reason,
+    /// First failed check of the streak that took `from` down (failovers).
+    pub first_failed_check: Option<Instant>,
+    /// When `from` was decided down (failovers).
+    pub marked_down: Option<Instant>,
+    pub decided_at: Instant,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberState {
+    pub name: String,
+    pub priority: u32,
+    pub health: Health,
+    ok_streak: u32,
+    fail_streak: u32,
+    /// First failed check of the current failing streak.
+    pub first_failure: Option<Instant>,
+    /// When the member was last decided Down.
+    pub down_since: Option<Instant>,
+    /// When the member was last decided Up (cleared when it goes Down).
+    pub up_since: Option<Instant>,
+    pub drained: bool,
+    /// When a planned move away from this member ends its drain period.
+    drain_deadline: Option<Instant>,
+}
+
+impl MemberState {
+    fn new(name: String, priority: u32) -> Self {
+        Self {
+            name,
+            priority,
+            health: Health::Unknown,
+            ok_streak: 0,
+            fail_streak: 0,
+            first_failure: None,
+            down_since: None,
+            up_since: None,
+            drained: false,
+            drain_deadline: None,
+        }
+    }
+
+    /// A result is pending confirmation (checks run at `fast_interval`).
+    pub fn in_transition(&self) -> bool {
+        match self.health {
+            Health::Up => self.fail_streak > 0,
+            Health::Down => self.ok_streak > 0,
+            Health::Unknown => true,
+        }
+    }
+}
+
+/// An operator command that cannot be carried out.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("member {0} is down")]
+    MemberDown(String),
+    #[error("no other member is up to take over from {0}")]
+    NoOtherMember(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct ServiceMachine {
+    pub policy: Policy,
+    pub members: Vec<MemberState>,
+    pub active: Option<usize>,
+    pub pinned: Option<usize>,
+}
+
+impl ServiceMachine {
+    /// `members` as (name, priority). `adopted` is the active member found
+    /// in the data path at start: it is kept until checks decide otherwise.
+    pub fn new(policy: Policy, members: Vec<(String, u32)>, adopted: Option<usize>) -> Self {
+        Self {
+            policy,
+            members: members.into_iter().map(|(n, p)| MemberState::new(n, p)).collect(),
+            active: adopted,
+            pinned: None,
+        }
+    }
+
+    /// Every member down or drained: the service is served fail-static.
+    pub fn degraded(&self) -> bool {
+        !(0..self.members.len()).any(|i| self.eligible(i))
+    }
+
+    fn eligible(&self, i: usize) -> bool {
+        let m = &self.members[i];
+        !m.drained && m.health != Health::Down
+    }
+
+    /// The highest-priority member satisfying `ok` (ties: config order).
+    fn best(&self, ok: impl Fn(usize) -> bool) -> Option<usize> {
+        (0..self.members.len())
+            .filter(|&i| ok(i))
+            .min_by_key(|&i| (self.members[i].priority, i))
+    }
+
+    /// Records one check result.
+    pub fn on_check(&mut self, member: usize, healthy: bool, now: Instant) -> Option<Flip> {
+        let (rise, fall) = (self.policy.rise, self.policy.fall);
+        let m = &mut self.members[member];
+        if healthy {
+            m.ok_streak += 1;
+            m.fail_streak = 0;
+            m.first_failure = None;
+            if m.health != Health::Up && m.ok_streak >= rise {
+                m.health = Health::Up;
+                m.up_since = Some(now);
+                m.down_since = None;
+            }
+        } else {
+            m.fail_streak += 1;
+            m.ok_streak = 0;
+            if m.first_failure.is_none() {
+                m.first_failure = Some(now);
+            }
+            if m.health != Health::Down && m.fail_streak >= fall {
+                m.health = Health::Down;
+                m.down_since = Some(now);
+                m.up_since = None;
+            }
+        }
+        self.evaluate(now, None)
+    }
+
+    /// Time passing: failback delays and drain periods.
+    pub fn on_tick(&mut self, now: Instant) -> Option<Flip> {
+        self.evaluate(now, None)
+    }
+
+    pub fn switchover(&mut self, member: usize, now: Instant) -> Result<Option<Flip>, OpError> {
+        let m = &mut self.members[member];
+        if m.health == Health::Down {
+            return Err(OpError::MemberDown(m.name.clone()));
+        }
+        m.drained = false;
+        self.pinned = Some(member);
+        Ok(self.evaluate(now, Some(Reason::Switchover)))
+    }
+
+    pub fn release(&mut self, now: Instant) -> Option<Flip> {
+        self.pinned = None;
+        self.evaluate(now, Some(Reason::Release))
+    }
+
+    pub fn drain(&mut self, member: usize, now: Instant) -> Result<Option<Flip>, OpError> {
+        if self.active == Some(member)
+            && self.best(|i| i != member && self.eligible(i)).is_none()
+        {
+            return Err(OpError::NoOtherMember(self.members[member].name.clone()));
+        }
+        self.members[member].drained = true;
+        if self.pinned == Some(member) {
+            self.pinned = None;
+        }
+        Ok(self.evaluate(now, Some(Reason::Drain)))
+    }
+
+    pub fn undrain(&mut self, member: usize, now: Instant) -> Option<Flip> {
+        self.members[member].drained = false;
+        self.evaluate(now, Some(Reason::Release))
+    }
+
+    /// The member that should be active now, and why it would change.
+    fn target(&self, now: Instant, op: Option<Reason>) -> Option<(usize, Reason)> {
+        if let Some(p) = self.pinned
+            && self.members[p].health != Health::Down
+        {
+            return Some((p, Reason::Switchover));
+        }
+        let Some(a) = self.active else {
+            return self.best(|i| self.eligible(i)).map(|b| (b, Reason::Initial));
+        };
+        if !self.eligible(a) {
+            let why = if self.members[a].drained {
+                Reason::Drain
+            } else {
+                Reason::Failover
+            };
+            // Nothing else eligible: fail static on `a`.
+            return Some(self.best(|i| self.eligible(i)).map_or((a, why), |b| (b, why)));
+        }
+        // `a` is fine; move only to a better member that is confirmed Up.
+        let better = self.best(|i| {
+            self.eligible(i) && self.members[i].priority < self.members[a].priority
+        });
+        if let Some(b) = better
+            && self.members[b].health == Health::Up
+        {
+            // A released pin returns to the normal choice at once.
+            if op == Some(Reason::Release) {
+                return Some((b, Reason::Release));
+            }
+            if self.policy.failback == Failback::Auto
+                && self.members[b]
+                    .up_since
+                    .is_some_and(|t| now.saturating_duration_since(t) >= self.policy.failback_delay)
+            {
+                return Some((b, Reason::Failback));
+            }
+        }
+        Some((a, Reason::Initial))
+    }
+
+    fn evaluate(&mut self, now: Instant, op: Option<Reason>) -> Option<Flip> {
+        let (to, reason) = self.target(now, op)?;
+        let from = self.active;
+        if from == Some(to) {
+            return None;
+        }
+        self.active = Some(to);
+        self.members[to].drain_deadline = None;
+        let mut flip = Flip {
+            from,
+            to,
+            reason,
+            first_failed_check: None,
+            marked_down: None,
+            decided_at: now,
+        };
+        if let Some(f) = from {
+            let old = &mut self.members[f];
+            if reason.planned() || old.health != Health::Down {
+                old.drain_deadline = Some(now + self.policy.drain_timeout);
+            } else {
+                flip.first_failed_check = old.first_failure;
+                flip.marked_down = old.down_since;
+            }
+        }
+        Some(flip)
+    }
+
+    /// Members whose open flows the data path must reset now: a Down
+    /// member (with `on_failover = "reset"`) or one whose drain period
+    /// after a planned move has ended. Never the active member.
+    pub fn reset_members(&self, now: Instant) -> BTreeSet<usize> {
+        (0..self.members.len())
+            .filter(|&i| Some(i) != self.active)
+            .filter(|&i| {
+                let m = &self.members[i];
+                (m.health == Health::Down && self.policy.on_failover == OnFailover::Reset)
+                    || m.drain_deadline.is_some_and(|d| now >= d)
+            })
+            .collect()
+    }
+
+    /// The next moment `on_tick` may change something (failback delay or
+    /// drain deadline), if any.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        let drains = self.members.iter().filter_map(|m| m.drain_deadline).filter(|&d| d > now);
+        let active_prio = self.active.map_or(u32::MAX, |a| self.members[a].priority);
+        let failback = (self.policy.failback == Failback::Auto)
+            .then(|| {
+                self.members
+                    .iter()
+                    .filter(move |m| m.priority < active_prio)
+                    .filter_map(|m| m.up_since)
+            })
+            .into_iter()
+            .flatten()
+            .map(|t| t + self.policy.failback_delay)
+            .filter(|&d| d > now);
+        drains.chain(failback).min()
+    }
+}
+
+#[cfg(test)]
+mod tests;
