@@ -35,7 +35,7 @@ pub struct Policy {
     pub drain_timeout: Duration,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Health {
     Unknown,
@@ -84,7 +84,10 @@ impl Reason {
 
     /// Planned moves let the old member's flows drain first.
     const fn planned(self) -> bool {
-        matches!(self, Reason::Failback | Reason::Switchover | Reason::Release | Reason::Drain)
+        matches!(
+            self,
+            Reason::Failback | Reason::Switchover | Reason::Release | Reason::Drain
+        )
     }
 }
 
@@ -168,7 +171,10 @@ impl ServiceMachine {
     pub fn new(policy: Policy, members: Vec<(String, u32)>, adopted: Option<usize>) -> Self {
         Self {
             policy,
-            members: members.into_iter().map(|(n, p)| MemberState::new(n, p)).collect(),
+            members: members
+                .into_iter()
+                .map(|(n, p)| MemberState::new(n, p))
+                .collect(),
             active: adopted,
             pinned: None,
         }
@@ -240,9 +246,7 @@ impl ServiceMachine {
     }
 
     pub fn drain(&mut self, member: usize, now: Instant) -> Result<Option<Flip>, OpError> {
-        if self.active == Some(member)
-            && self.best(|i| i != member && self.eligible(i)).is_none()
-        {
+        if self.active == Some(member) && self.best(|i| i != member && self.eligible(i)).is_none() {
             return Err(OpError::NoOtherMember(self.members[member].name.clone()));
         }
         self.members[member].drained = true;
@@ -265,7 +269,9 @@ impl ServiceMachine {
             return Some((p, Reason::Switchover));
         }
         let Some(a) = self.active else {
-            return self.best(|i| self.eligible(i)).map(|b| (b, Reason::Initial));
+            return self
+                .best(|i| self.eligible(i))
+                .map(|b| (b, Reason::Initial));
         };
         if !self.eligible(a) {
             let why = if self.members[a].drained {
@@ -274,12 +280,14 @@ impl ServiceMachine {
                 Reason::Failover
             };
             // Nothing else eligible: fail static on `a`.
-            return Some(self.best(|i| self.eligible(i)).map_or((a, why), |b| (b, why)));
+            return Some(
+                self.best(|i| self.eligible(i))
+                    .map_or((a, why), |b| (b, why)),
+            );
         }
         // `a` is fine; move only to a better member that is confirmed Up.
-        let better = self.best(|i| {
-            self.eligible(i) && self.members[i].priority < self.members[a].priority
-        });
+        let better =
+            self.best(|i| self.eligible(i) && self.members[i].priority < self.members[a].priority);
         if let Some(b) = better
             && self.members[b].health == Health::Up
         {
@@ -343,7 +351,11 @@ impl ServiceMachine {
     /// The next moment `on_tick` may change something (failback delay or
     /// drain deadline), if any.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
-        let drains = self.members.iter().filter_map(|m| m.drain_deadline).filter(|&d| d > now);
+        let drains = self
+            .members
+            .iter()
+            .filter_map(|m| m.drain_deadline)
+            .filter(|&d| d > now);
         let active_prio = self.active.map_or(u32::MAX, |a| self.members[a].priority);
         let failback = (self.policy.failback == Failback::Auto)
             .then(|| {

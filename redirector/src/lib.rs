@@ -1,9 +1,17 @@
 //! redirector: kernel-level failover for Active-Active databases.
 //!
 //! Applications connect to a VIP; eBPF programs rewrite it to the member the
-//! daemon chose. This library holds the loader and the typed map facade
-//! (`datapath`); the daemon and CLI are built on it.
+//! daemon chose. The library holds every part of the daemon, one module per
+//! responsibility: `config`, `health` (checkers), `decide` (the pure state
+//! machine), `datapath` (loader and map facade), `daemon` (tasks and the map
+//! writer), `admin` (Unix-socket API), `metrics`, `status` and `cli`.
 
-pub mod datapath;
+pub mod admin;
+pub mod cli;
 pub mod config;
+pub mod daemon;
+pub mod datapath;
 pub mod decide;
+pub mod health;
+pub mod metrics;
+pub mod status;

@@ -5,6 +5,7 @@
 //!
 //! The tests themselves are in `src/tests/` and need root.
 
+pub mod daemon;
 pub mod netns;
 pub mod pins;
 pub mod resp;

@@ -65,6 +65,14 @@ impl Client {
         }
     }
 
+    /// AUTH with `password`, if there is one.
+    pub fn auth(&mut self, password: Option<&str>) -> io::Result<()> {
+        if let Some(p) = password {
+            self.command(&["AUTH", p])?;
+        }
+        Ok(())
+    }
+
     pub fn get(&mut self, key: &str) -> io::Result<Option<String>> {
         self.command(&["GET", key])
     }

@@ -36,9 +36,31 @@ pub struct Member {
     pub v4: IpAddr,
     pub v6: IpAddr,
     pub redis: Option<Child>,
+    pub redis_args: Vec<String>,
 }
 
 impl Member {
+    /// The `--requirepass` value among the redis arguments, if any.
+    pub fn password(&self) -> Option<String> {
+        let i = self.redis_args.iter().position(|a| a == "--requirepass")?;
+        self.redis_args.get(i + 1).cloned()
+    }
+
+    /// Kills redis-server (SIGKILL) and reaps it.
+    pub fn kill_redis(&mut self) {
+        if let Some(mut c) = self.redis.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` to redis-server (e.g. SIGSTOP / SIGCONT).
+    pub fn signal_redis(&self, sig: i32) {
+        let pid = self.redis.as_ref().expect("redis running").id();
+        // SAFETY: signalling a child we started and have not reaped.
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    }
+
     pub fn addr(&self, f: Family) -> SocketAddr {
         SocketAddr::new(if f == Family::V4 { self.v4 } else { self.v6 }, REDIS_PORT)
     }
@@ -65,10 +87,19 @@ impl Topology {
     /// Builds the namespaces and starts both redis servers. `tx_offload`
     /// sets TX checksum offload on every veth end.
     pub fn new(tx_offload: bool) -> Self {
+        Self::with_redis_args(tx_offload, &[])
+    }
+
+    /// Like `new`, with extra redis-server arguments for both members
+    /// (e.g. `--requirepass`).
+    pub fn with_redis_args(tx_offload: bool, redis_args: &[&str]) -> Self {
         let app = NetNs::new(&unique("app"));
         let router = NetNs::new(&unique("rtr"));
-        let east = member("east", 1, &router);
-        let west = member("west", 2, &router);
+        let mut east = member("east", 1, &router);
+        let mut west = member("west", 2, &router);
+        for m in [&mut east, &mut west] {
+            m.redis_args = redis_args.iter().map(|a| a.to_string()).collect();
+        }
         link(&app, "eth0", &router, "to-app");
         host(&app, "eth0", "198.18.10.2/24", "2001:db8:10::2/64");
         app.cmd("ip route add default via 198.18.10.1");
@@ -168,6 +199,7 @@ fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
         v4: v4.parse().unwrap(),
         v6: v6.parse().unwrap(),
         redis: None,
+        redis_args: Vec::new(),
     }
 }
 
@@ -180,6 +212,7 @@ pub fn start_redis(m: &mut Member) {
         .args(["--port", &REDIS_PORT.to_string()])
         .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
         .args(["--daemonize", "no", "--logfile", ""])
+        .args(&m.redis_args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -204,18 +237,18 @@ pub fn start_redis(m: &mut Member) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let name = m.name;
+    let auth = m.password();
     m.ns.run(move || {
         let mut c = Client::connect(addr).unwrap();
+        c.auth(auth.as_deref()).unwrap();
         c.command(&["SET", "region", name]).unwrap();
     });
 }
 
 impl Drop for Member {
     fn drop(&mut self) {
-        if let Some(mut c) = self.redis.take() {
-            // `ip netns exec` execs redis-server, so this PID is redis itself.
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // `ip netns exec` execs redis-server, so this PID is redis itself.
+        // SIGKILL also ends a SIGSTOPped process.
+        self.kill_redis();
     }
 }

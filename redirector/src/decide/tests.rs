@@ -36,7 +36,9 @@ impl Clock {
 
 /// Feeds `n` identical results for `member`, 250 ms apart.
 fn feed(m: &mut ServiceMachine, c: &mut Clock, member: usize, ok: bool, n: u32) -> Vec<Flip> {
-    (0..n).filter_map(|_| m.on_check(member, ok, c.at(250))).collect()
+    (0..n)
+        .filter_map(|_| m.on_check(member, ok, c.at(250)))
+        .collect()
 }
 
 #[test]
@@ -58,7 +60,10 @@ fn active_member_down_fails_over_at_once_after_fall_results() {
     let flips = feed(&mut m, &mut c, EAST, false, 2);
     assert_eq!(flips.len(), 1);
     let f = &flips[0];
-    assert_eq!((f.from, f.to, f.reason), (Some(EAST), WEST, Reason::Failover));
+    assert_eq!(
+        (f.from, f.to, f.reason),
+        (Some(EAST), WEST, Reason::Failover)
+    );
     assert_eq!(f.first_failed_check, Some(first_fail));
     assert_eq!(f.marked_down, Some(f.decided_at));
     // The failed member's flows are reset at once.
@@ -95,10 +100,16 @@ fn automatic_failback_waits_for_the_delay_of_continuous_health() {
     assert!(up2 > up);
     assert_eq!(m.on_tick(up + Duration::from_secs(31)), None);
     let f = m.on_tick(up2 + Duration::from_secs(30)).expect("failback");
-    assert_eq!((f.from, f.to, f.reason), (Some(WEST), EAST, Reason::Failback));
+    assert_eq!(
+        (f.from, f.to, f.reason),
+        (Some(WEST), EAST, Reason::Failback)
+    );
     // West drains for drain_timeout, then its flows are reset.
     assert!(!m.reset_members(f.decided_at).contains(&WEST));
-    assert!(m.reset_members(f.decided_at + Duration::from_secs(10)).contains(&WEST));
+    assert!(
+        m.reset_members(f.decided_at + Duration::from_secs(10))
+            .contains(&WEST)
+    );
 }
 
 #[test]
@@ -111,7 +122,9 @@ fn manual_failback_waits_for_the_operator() {
     feed(&mut m, &mut c, EAST, true, 3);
     assert_eq!(m.on_tick(c.at(3_600_000)), None);
     assert_eq!(m.active, Some(WEST));
-    let f = m.release(c.at(1)).expect("release returns to the preferred member");
+    let f = m
+        .release(c.at(1))
+        .expect("release returns to the preferred member");
     assert_eq!((f.to, f.reason), (EAST, Reason::Release));
 }
 
@@ -172,9 +185,17 @@ fn drain_moves_traffic_and_undrain_allows_failback() {
     let f = m.drain(EAST, c.at(1)).unwrap().unwrap();
     assert_eq!((f.to, f.reason), (WEST, Reason::Drain));
     assert!(m.reset_members(c.at(10_000)).contains(&EAST));
-    assert_eq!(m.on_tick(c.at(3_600_000)), None, "a drained member gets nothing");
+    assert_eq!(
+        m.on_tick(c.at(3_600_000)),
+        None,
+        "a drained member gets nothing"
+    );
     m.undrain(EAST, c.at(1));
-    assert_eq!(m.active, Some(EAST), "undrained preferred member is taken back");
+    assert_eq!(
+        m.active,
+        Some(EAST),
+        "undrained preferred member is taken back"
+    );
     assert!(!m.reset_members(c.0).contains(&EAST));
 }
 
@@ -262,14 +283,13 @@ fn ev(n: usize) -> impl Strategy<Value = Ev> {
 }
 
 fn scenario() -> impl Strategy<Value = (Vec<u32>, bool, Vec<Ev>)> {
-    (2usize..5)
-        .prop_flat_map(|n| {
-            (
-                proptest::collection::vec(1u32..4, n),
-                any::<bool>(),
-                proptest::collection::vec(ev(n), 1..300),
-            )
-        })
+    (2usize..5).prop_flat_map(|n| {
+        (
+            proptest::collection::vec(1u32..4, n),
+            any::<bool>(),
+            proptest::collection::vec(ev(n), 1..300),
+        )
+    })
 }
 
 proptest! {

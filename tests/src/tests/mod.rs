@@ -1,2 +1,3 @@
 mod datapath;
+mod failover;
 mod packets;

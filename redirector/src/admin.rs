@@ -1,0 +1,132 @@
+//! The admin API: one JSON object per line over a Unix socket, created mode
+//! 0600 and refusing peers that are not root (SO_PEERCRED), so only root
+//! can flip traffic. The daemon side accepts and forwards requests; the CLI
+//! side (`request`) sends one and reads the answer.
+
+use std::{
+    io::{BufRead as _, BufReader, Write as _},
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream},
+    sync::{mpsc, oneshot},
+};
+
+use crate::status::{Request, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("the redirector daemon is not running (no admin socket at {0})")]
+    NotRunning(PathBuf),
+    #[error("admin socket {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("admin socket {path}: bad response: {message}")]
+    BadResponse { path: PathBuf, message: String },
+}
+
+/// A request from a client, with where to send the answer.
+pub type Incoming = (Request, oneshot::Sender<Response>);
+
+/// Binds the socket (replacing a stale one), mode 0600.
+pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
+    let io = |source| AdminError::Io {
+        path: path.into(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let listener = UnixListener::bind(path).map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Accepts clients until aborted; requests go to `tx`.
+pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(client(stream, tx.clone()));
+    }
+}
+
+async fn client(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
+    let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
+    let (read, mut write) = stream.into_split();
+    let mut lines = tokio::io::BufReader::new(read).lines();
+    if peer_uid != Some(0) {
+        tracing::warn!(uid = ?peer_uid, "refused an admin client that is not root");
+        let _ = send(
+            &mut write,
+            &Response::err("permission denied: the admin API is for root only"),
+        )
+        .await;
+        return;
+    }
+    while let Ok(Some(line)) = lines.next_line().await {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::err(format!("bad request: {e}")),
+            Ok(req) => {
+                let (reply, rx) = oneshot::channel();
+                if tx.send((req, reply)).await.is_err() {
+                    return;
+                }
+                rx.await
+                    .unwrap_or_else(|_| Response::err("daemon is shutting down"))
+            }
+        };
+        if send(&mut write, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(w: &mut tokio::net::unix::OwnedWriteHalf, r: &Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(r).map_err(std::io::Error::other)?;
+    line.push('\n');
+    w.write_all(line.as_bytes()).await
+}
+
+/// Sends one request and waits (up to `timeout`) for the answer.
+pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, AdminError> {
+    let io = |source| AdminError::Io {
+        path: path.into(),
+        source,
+    };
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(AdminError::NotRunning(path.into()));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    let mut line = serde_json::to_string(req).map_err(|e| io(std::io::Error::other(e)))?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(&answer).map_err(|e| AdminError::BadResponse {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}

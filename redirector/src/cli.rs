@@ -1,0 +1,336 @@
+//! The command line: `redirector run` starts the daemon; every other verb
+//! either talks to it over the admin socket or works on a config file or the
+//! pins directly. Errors reach the user with context and a non-zero exit.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::{
+    admin, config,
+    status::{DaemonStatus, FlipRecord, Request, Response},
+};
+
+const DEFAULT_CONFIG: &str = "/etc/redirector/redirector.toml";
+const DEFAULT_SOCKET: &str = "/run/redirector/admin.sock";
+
+#[derive(Parser)]
+#[command(
+    name = "redirector",
+    version,
+    about = "Kernel-level failover for Active-Active databases",
+    long_about = "Applications connect to a stable VIP; eBPF programs rewrite it, in the kernel, \
+                  to the member this daemon chose after health-checking every member. \
+                  No proxy hop, no DNS delay, no client changes."
+)]
+pub struct Cli {
+    /// The daemon's admin socket (for status, switchover, ... ).
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground: load or adopt the data path,
+    /// health-check every member, flip the VIP map entries. SIGHUP reloads
+    /// the config; SIGTERM stops the daemon and leaves traffic flowing.
+    Run {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Log lines on stderr as text or JSON.
+        #[arg(long, value_enum, default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Show each service's VIP, active member, member health with the last
+    /// check's latency and error, and the data-path counters.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pin SERVICE to MEMBER until `release` (a planned move: open flows on
+    /// the old member drain for drain_timeout, then are reset).
+    Switchover { service: String, member: String },
+    /// Remove a switchover pin; the normal choice applies again at once
+    /// (this is also how a manual failback is done).
+    Release { service: String },
+    /// Take MEMBER out of rotation for SERVICE (planned move if active).
+    Drain { service: String, member: String },
+    /// Put a drained MEMBER back into rotation.
+    Undrain { service: String, member: String },
+    /// Show every flip: service, from, to, reason, and the times of the
+    /// first failed check, the down decision and the map write.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the daemon re-read its config file (like SIGHUP). An invalid
+    /// file is rejected and the running config stays.
+    Reload,
+    /// Detach every program and remove every pin of the data path. Stop the
+    /// daemon first; traffic to the VIPs stops being translated.
+    Teardown {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Remove this pin path instead of the config's.
+        #[arg(long)]
+        pin_path: Option<PathBuf>,
+    },
+    /// Run one round of health checks from a config file and print the
+    /// results (no kernel, no root). Exits 1 if any member is unhealthy.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Check a config file and print warnings. Exits 1 with the file, line
+    /// and field of the first problem.
+    Validate {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config, log_format } => {
+            init_logging(log_format);
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(crate::daemon::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { json } => {
+            let r = ask(&cli.socket, Request::Status)?;
+            let s = r.status.context("daemon sent no status")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                print!("{}", format_status(&s));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { json } => {
+            let r = ask(&cli.socket, Request::History)?;
+            let h = r.history.unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&h)?);
+            } else {
+                print!("{}", format_history(&h));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Switchover { service, member } => {
+            say(&cli.socket, Request::Switchover { service, member })
+        }
+        Command::Release { service } => say(&cli.socket, Request::Release { service }),
+        Command::Drain { service, member } => say(&cli.socket, Request::Drain { service, member }),
+        Command::Undrain { service, member } => {
+            say(&cli.socket, Request::Undrain { service, member })
+        }
+        Command::Reload => say(&cli.socket, Request::Reload),
+        Command::Teardown { config, pin_path } => {
+            let pin = match pin_path {
+                Some(p) => p,
+                None => config::load(&config)?.datapath.pin_path,
+            };
+            let removed = crate::datapath::teardown(&pin)
+                .with_context(|| format!("tearing down {}", pin.display()))?;
+            println!("removed {} pins under {}", removed.len(), pin.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { config } => {
+            let c = config::load(&config)?;
+            for w in config::warnings(&c) {
+                println!("warning: {w}");
+            }
+            println!("{}: ok, {} services", config.display(), c.services.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let c = config::load(&config)?;
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let all_ok = rt.block_on(check_once(&c))?;
+            Ok(if all_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn ask(socket: &std::path::Path, req: Request) -> anyhow::Result<Response> {
+    let r = admin::request(socket, &req, Duration::from_secs(30))?;
+    if !r.ok {
+        bail!("{}", r.error.unwrap_or_else(|| "the daemon refused".into()));
+    }
+    Ok(r)
+}
+
+fn say(socket: &std::path::Path, req: Request) -> anyhow::Result<ExitCode> {
+    let r = ask(socket, req)?;
+    if let Some(m) = r.message {
+        println!("{m}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn check_once(c: &config::Config) -> anyhow::Result<bool> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut all_ok = true;
+    for s in &c.services {
+        println!(
+            "{} (vip {}, check {})",
+            s.name,
+            s.vip,
+            s.check.kind.as_str()
+        );
+        for m in &s.members {
+            let mut checker =
+                crate::health::build(&s.check).with_context(|| format!("service {}", s.name))?;
+            let addr = crate::daemon::service::resolve(&m.host, m.port, s.vip.is_ipv4()).await;
+            let line = match addr {
+                None => {
+                    all_ok = false;
+                    format!("DOWN  cannot resolve {}", m.host)
+                }
+                Some(a) => {
+                    let o = checker.check(a, &m.host).await;
+                    all_ok &= o.healthy;
+                    format!(
+                        "{} {:>8.2}ms {}{}",
+                        if o.healthy { "UP  " } else { "DOWN" },
+                        o.latency.as_secs_f64() * 1000.0,
+                        o.error.unwrap_or_default(),
+                        o.code.map(|c| format!(" [{c}]")).unwrap_or_default()
+                    )
+                }
+            };
+            println!(
+                "  {:<16} {:<28} {line}",
+                m.name,
+                format!("{}:{}", m.host, m.port)
+            );
+        }
+    }
+    Ok(all_ok)
+}
+
+fn ms_text(ms: Option<u64>) -> String {
+    ms.map(|ms| {
+        humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .to_string()
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
+pub fn format_status(s: &DaemonStatus) -> String {
+    let mut out = String::new();
+    for svc in &s.services {
+        out += &format!(
+            "{}  vip {}  active {}{}{}  failback {}\n",
+            svc.name,
+            svc.vip,
+            svc.active.as_deref().unwrap_or("-"),
+            svc.pinned
+                .as_ref()
+                .map(|p| format!("  pinned to {p}"))
+                .unwrap_or_default(),
+            if svc.degraded {
+                "  DEGRADED (all members down: fail static)"
+            } else {
+                ""
+            },
+            svc.failback,
+        );
+        for m in &svc.members {
+            let check = m
+                .last_check
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        "{:.2}ms{}{}",
+                        c.latency_ms,
+                        c.error
+                            .as_ref()
+                            .map(|e| format!("  {e}"))
+                            .unwrap_or_default(),
+                        c.code
+                            .as_ref()
+                            .map(|e| format!(" [{e}]"))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "not checked yet".into());
+            out += &format!(
+                "  {} {:<16} {:<28} prio {:<3} {:<8}{} {}\n",
+                if svc.active.as_deref() == Some(m.name.as_str()) {
+                    "*"
+                } else {
+                    " "
+                },
+                m.name,
+                m.resolved
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| m.addr.clone()),
+                m.priority,
+                format!("{:?}", m.health).to_lowercase(),
+                if m.drained { " drained" } else { "" },
+                check
+            );
+        }
+    }
+    out += &format!(
+        "data path: {} [{}], {} flows\n",
+        s.pin_path,
+        s.attachments.join(", "),
+        s.flows
+    );
+    out += "  ";
+    out += &s
+        .counters
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    out += "\n";
+    out
+}
+
+pub fn format_history(h: &[FlipRecord]) -> String {
+    let mut out = String::from(
+        "map written                service        from -> to          reason      first failed check        marked down\n",
+    );
+    for r in h {
+        out += &format!(
+            "{:<26} {:<14} {:<19} {:<11} {:<25} {}\n",
+            ms_text(Some(r.map_written_ms)),
+            r.service,
+            format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to),
+            r.reason.as_str(),
+            ms_text(r.first_failed_check_ms),
+            ms_text(r.marked_down_ms),
+        );
+    }
+    out
+}

@@ -1,0 +1,282 @@
+//! `redirector run`: loads or adopts the data path, runs one task per
+//! service plus the map writer, the admin API and the metrics endpoint, and
+//! reloads on SIGHUP. SIGTERM stops the daemon and leaves the data path in
+//! place: traffic keeps flowing on the last decision.
+
+pub mod service;
+pub mod writer;
+
+use std::{collections::BTreeMap, path::PathBuf, sync::atomic::Ordering};
+
+use anyhow::Context as _;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, oneshot},
+};
+
+use self::{
+    service::{History, Msg, Op, ServiceHandle, Shared},
+    writer::Writer,
+};
+use crate::{
+    admin, config,
+    config::Config,
+    datapath::{Datapath, Options},
+    metrics::Metrics,
+    status::{DaemonStatus, Request, Response},
+};
+
+struct Daemon {
+    config_path: PathBuf,
+    config: Config,
+    attachments: Vec<String>,
+    shared: Shared,
+    services: BTreeMap<String, ServiceHandle>,
+}
+
+fn datapath_options(c: &Config) -> Options {
+    Options {
+        interfaces: c.datapath.interfaces.clone(),
+        ingress: c.datapath.ingress,
+        pin_path: c.datapath.pin_path.clone(),
+        conntrack_entries: c.datapath.conntrack_entries,
+    }
+}
+
+fn load_datapath(c: &Config) -> anyhow::Result<Datapath> {
+    let dp = Datapath::load(&datapath_options(c)).context("loading the data path")?;
+    for a in &dp.attachments {
+        tracing::info!(
+            interface = a.interface,
+            hook = a.hook.as_str(),
+            adopted = a.adopted,
+            "program attached"
+        );
+    }
+    Ok(dp)
+}
+
+fn describe(dp: &Datapath) -> Vec<String> {
+    dp.attachments
+        .iter()
+        .map(|a| {
+            format!(
+                "{}@{}{}",
+                a.interface,
+                a.hook.as_str(),
+                if a.adopted { " (adopted)" } else { "" }
+            )
+        })
+        .collect()
+}
+
+pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
+    let config = config::load(&config_path)?;
+    for w in config::warnings(&config) {
+        tracing::warn!("{w}");
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dp = load_datapath(&config)?;
+    let attachments = describe(&dp);
+    let writer = Writer::spawn(dp.maps);
+    let metrics = Metrics::new();
+    let shared = Shared {
+        writer: writer.clone(),
+        metrics: metrics.clone(),
+        history: History::default(),
+    };
+    let mut daemon = Daemon {
+        config_path,
+        config: config.clone(),
+        attachments,
+        shared,
+        services: BTreeMap::new(),
+    };
+    for s in &config.services {
+        let h = service::start(s.clone(), &daemon.shared)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        daemon.services.insert(s.name.clone(), h);
+    }
+
+    let metrics_task = match config.admin.metrics {
+        Some(addr) => {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+            tracing::info!(%addr, "metrics on /metrics, probes on /healthz and /readyz");
+            Some(tokio::spawn(crate::metrics::serve(
+                l,
+                metrics.clone(),
+                writer.clone(),
+            )))
+        }
+        None => None,
+    };
+    let socket = config.admin.socket.clone();
+    let listener = admin::bind(&socket)?;
+    let (admin_tx, mut admin_rx) = mpsc::channel::<admin::Incoming>(64);
+    let admin_task = tokio::spawn(admin::serve(listener, admin_tx));
+    metrics.ready.store(true, Ordering::Relaxed);
+    tracing::info!(socket = %socket.display(), services = daemon.services.len(), "redirector running");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            Some((req, reply)) = admin_rx.recv() => {
+                let r = daemon.handle(req).await;
+                let _ = reply.send(r);
+            }
+            _ = hup.recv() => {
+                match daemon.reload().await {
+                    Ok(m) => tracing::info!("{m}"),
+                    Err(e) => tracing::error!(error = %e, "reload rejected; the running config stays"),
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("stopping; the data path stays in place");
+    admin_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+impl Daemon {
+    async fn handle(&mut self, req: Request) -> Response {
+        match req {
+            Request::Status => match self.status().await {
+                Ok(s) => Response {
+                    status: Some(s),
+                    ..Response::ok("status")
+                },
+                Err(e) => Response::err(e),
+            },
+            Request::History => Response {
+                history: Some(self.shared.history.all()),
+                ..Response::ok("history")
+            },
+            Request::Reload => match self.reload().await {
+                Ok(m) => Response::ok(m),
+                Err(e) => {
+                    tracing::error!(error = %e, "reload rejected; the running config stays");
+                    Response::err(format!("reload rejected, the running config stays: {e}"))
+                }
+            },
+            Request::Switchover { service, member } => {
+                self.op(&service, Op::Switchover(member)).await
+            }
+            Request::Release { service } => self.op(&service, Op::Release).await,
+            Request::Drain { service, member } => self.op(&service, Op::Drain(member)).await,
+            Request::Undrain { service, member } => self.op(&service, Op::Undrain(member)).await,
+        }
+    }
+
+    async fn op(&self, service: &str, op: Op) -> Response {
+        let Some(h) = self.services.get(service) else {
+            return Response::err(format!("no service named {service:?}"));
+        };
+        let (reply, rx) = oneshot::channel();
+        if h.tx.send(Msg::Op { op, reply }).await.is_err() {
+            return Response::err(format!("service {service} is not running"));
+        }
+        match rx.await {
+            Ok(Ok(m)) => {
+                tracing::info!("{m}");
+                Response::ok(m)
+            }
+            Ok(Err(e)) => Response::err(e),
+            Err(_) => Response::err(format!("service {service} stopped")),
+        }
+    }
+
+    async fn status(&self) -> Result<DaemonStatus, String> {
+        let mut services = Vec::new();
+        for h in self.services.values() {
+            let (reply, rx) = oneshot::channel();
+            if h.tx.send(Msg::Status { reply }).await.is_ok()
+                && let Ok(s) = rx.await
+            {
+                services.push(s);
+            }
+        }
+        let (counters, flows) = match self.shared.writer.stats().await {
+            Some((stats, flows)) => (
+                stats
+                    .iter()
+                    .map(|(s, v)| (s.as_str().to_string(), v))
+                    .collect(),
+                flows,
+            ),
+            None => (Vec::new(), 0),
+        };
+        Ok(DaemonStatus {
+            config: self.config_path.display().to_string(),
+            pin_path: self.config.datapath.pin_path.display().to_string(),
+            attachments: self.attachments.clone(),
+            services,
+            counters,
+            flows,
+        })
+    }
+
+    /// Applies the config file again. Anything invalid is rejected before
+    /// a single thing changes.
+    async fn reload(&mut self) -> Result<String, String> {
+        let new = config::load(&self.config_path).map_err(|e| e.to_string())?;
+        if new.datapath.pin_path != self.config.datapath.pin_path {
+            return Err(format!(
+                "datapath.pin_path cannot change on reload ({} -> {}); restart the daemon",
+                self.config.datapath.pin_path.display(),
+                new.datapath.pin_path.display()
+            ));
+        }
+        if new.admin != self.config.admin {
+            return Err("the [admin] section cannot change on reload; restart the daemon".into());
+        }
+        for w in config::warnings(&new) {
+            tracing::warn!("{w}");
+        }
+        if new.datapath != self.config.datapath {
+            let dp = load_datapath(&new).map_err(|e| format!("{e:#}"))?;
+            self.attachments = describe(&dp);
+        }
+        let mut changed = 0;
+        // Removed or changed services stop; removed ones leave the map.
+        let old: Vec<String> = self.services.keys().cloned().collect();
+        for name in old {
+            let keep = new
+                .services
+                .iter()
+                .any(|s| Some(s) == self.services.get(&name).map(|h| &h.config));
+            if !keep {
+                let h = self.services.remove(&name).expect("listed above");
+                if !new.services.iter().any(|s| s.vip == h.config.vip) {
+                    self.shared
+                        .writer
+                        .remove_service(h.config.vip.into(), h.config.name.clone())
+                        .await;
+                }
+                changed += 1;
+            }
+        }
+        for s in &new.services {
+            if !self.services.contains_key(&s.name) {
+                let h = service::start(s.clone(), &self.shared).await?;
+                self.services.insert(s.name.clone(), h);
+                changed += 1;
+            }
+        }
+        self.config = new;
+        Ok(format!(
+            "reloaded {}: {changed} services started or stopped",
+            self.config_path.display()
+        ))
+    }
+}

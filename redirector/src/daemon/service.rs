@@ -1,0 +1,520 @@
+//! One task per service: it owns the service's decision state machine,
+//! receives its members' check results and operator commands, and sends
+//! every decision to the map writer. One probe task per member runs the
+//! checks, at `interval`, or `fast_interval` while a result awaits
+//! confirmation, and re-resolves DNS names.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use redirector_common::{DOWN_DRAINED, DOWN_UNHEALTHY, Endpoint};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+
+use super::writer::Writer;
+use crate::{
+    config,
+    decide::{Flip, Health, Policy, ServiceMachine},
+    health::{self, Checker, Outcome},
+    metrics::{FlipLabels, Metrics, ServiceLabels},
+    status::{CheckStatus, FlipRecord, MemberStatus, ServiceStatus, unix_ms},
+};
+
+/// How often DNS member names are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// Flip records kept for `redirector history`.
+const HISTORY_LEN: usize = 1000;
+
+/// Flip records of every service, newest last.
+#[derive(Clone, Default)]
+pub struct History(Arc<Mutex<VecDeque<FlipRecord>>>);
+
+impl History {
+    fn push(&self, r: FlipRecord) {
+        let mut h = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() == HISTORY_LEN {
+            h.pop_front();
+        }
+        h.push_back(r);
+    }
+
+    pub fn all(&self) -> Vec<FlipRecord> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+}
+
+/// An operator command for one service.
+#[derive(Debug)]
+pub enum Op {
+    Switchover(String),
+    Release,
+    Drain(String),
+    Undrain(String),
+}
+
+pub enum Msg {
+    Check {
+        member: usize,
+        outcome: Outcome,
+        addr: Option<SocketAddr>,
+        at: Instant,
+    },
+    Op {
+        op: Op,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
+    Status {
+        reply: oneshot::Sender<ServiceStatus>,
+    },
+}
+
+/// A running service; dropping it stops its tasks (the map keeps the
+/// last decision).
+pub struct ServiceHandle {
+    pub config: config::Service,
+    pub tx: mpsc::Sender<Msg>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for ServiceHandle {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+pub struct Shared {
+    pub writer: Writer,
+    pub metrics: Arc<Metrics>,
+    pub history: History,
+}
+
+/// Resolves `host:port` (IP literal or DNS name), first address wins.
+pub async fn resolve(host: &str, port: u16, vip_v4: bool) -> Option<SocketAddr> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(SocketAddr::new(ip, port));
+    }
+    let addrs = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    // The data path cannot translate across families.
+    addrs.into_iter().find(|a| a.is_ipv4() == vip_v4)
+}
+
+pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandle, String> {
+    let vip_v4 = cfg.vip.is_ipv4();
+    let mut resolved = Vec::new();
+    for m in &cfg.members {
+        let r = resolve(&m.host, m.port, vip_v4).await;
+        if r.is_none() {
+            tracing::warn!(
+                service = cfg.name,
+                member = m.name,
+                host = m.host,
+                "cannot resolve member yet"
+            );
+        }
+        resolved.push(r);
+    }
+    let vip = Endpoint::from(cfg.vip);
+    let current = shared.writer.active(vip).await;
+    let adopted = current.and_then(|c| {
+        resolved
+            .iter()
+            .position(|r| r.map(Endpoint::from) == Some(c))
+    });
+    if let Some(i) = adopted {
+        tracing::info!(
+            service = cfg.name,
+            member = cfg.members[i].name,
+            "adopted the active member from the data path"
+        );
+    }
+    let policy = Policy {
+        rise: cfg.check.rise,
+        fall: cfg.check.fall,
+        failback: cfg.failback,
+        failback_delay: cfg.failback_delay,
+        on_failover: cfg.on_failover,
+        drain_timeout: cfg.drain_timeout,
+    };
+    let machine = ServiceMachine::new(
+        policy,
+        cfg.members
+            .iter()
+            .map(|m| (m.name.clone(), m.priority))
+            .collect(),
+        adopted,
+    );
+    let (tx, rx) = mpsc::channel(256);
+    let mut tasks = Vec::new();
+    let mut transition = Vec::new();
+    for (i, m) in cfg.members.iter().enumerate() {
+        let checker =
+            health::build(&cfg.check).map_err(|e| format!("service {}: {e}", cfg.name))?;
+        let (ttx, trx) = watch::channel(true);
+        transition.push(ttx);
+        tasks.push(tokio::spawn(probe_loop(ProbeLoop {
+            member: i,
+            host: m.host.clone(),
+            port: m.port,
+            vip_v4,
+            addr: resolved[i],
+            checker,
+            interval: cfg.check.interval,
+            fast_interval: cfg.check.fast_interval,
+            in_transition: trx,
+            tx: tx.clone(),
+        })));
+    }
+    let task = ServiceTask {
+        cfg: cfg.clone(),
+        vip,
+        machine,
+        resolved,
+        last: vec![None; cfg.members.len()],
+        transition,
+        shared: Shared {
+            writer: shared.writer.clone(),
+            metrics: shared.metrics.clone(),
+            history: shared.history.clone(),
+        },
+        sent_down: None,
+    };
+    tasks.push(tokio::spawn(task.run(rx)));
+    Ok(ServiceHandle {
+        config: cfg,
+        tx,
+        tasks,
+    })
+}
+
+struct ProbeLoop {
+    member: usize,
+    host: String,
+    port: u16,
+    vip_v4: bool,
+    addr: Option<SocketAddr>,
+    checker: Box<dyn Checker>,
+    interval: Duration,
+    fast_interval: Duration,
+    in_transition: watch::Receiver<bool>,
+    tx: mpsc::Sender<Msg>,
+}
+
+async fn probe_loop(mut p: ProbeLoop) {
+    let mut resolved_at = Instant::now();
+    let mut previous: Option<bool> = None;
+    loop {
+        let started = tokio::time::Instant::now();
+        if p.addr.is_none() || resolved_at.elapsed() >= RESOLVE_EVERY {
+            if let Some(a) = resolve(&p.host, p.port, p.vip_v4).await {
+                p.addr = Some(a);
+            }
+            resolved_at = Instant::now();
+        }
+        let at = Instant::now();
+        let outcome = match p.addr {
+            Some(a) => p.checker.check(a, &p.host).await,
+            None => Outcome {
+                healthy: false,
+                latency: Duration::ZERO,
+                error: Some(format!("cannot resolve {}", p.host)),
+                code: None,
+            },
+        };
+        let healthy = outcome.healthy;
+        let msg = Msg::Check {
+            member: p.member,
+            outcome,
+            addr: p.addr,
+            at,
+        };
+        if p.tx.send(msg).await.is_err() {
+            return;
+        }
+        // A result unlike the last one, or one the service still has to
+        // confirm, is followed up quickly.
+        let fast = previous != Some(healthy) || *p.in_transition.borrow();
+        previous = Some(healthy);
+        let period = if fast { p.fast_interval } else { p.interval };
+        tokio::time::sleep_until(started + period).await;
+    }
+}
+
+struct ServiceTask {
+    cfg: config::Service,
+    vip: Endpoint,
+    machine: ServiceMachine,
+    resolved: Vec<Option<SocketAddr>>,
+    last: Vec<Option<CheckStatus>>,
+    transition: Vec<watch::Sender<bool>>,
+    shared: Shared,
+    sent_down: Option<BTreeMap<Endpoint, u32>>,
+}
+
+impl ServiceTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        // Fresh start: serve at once on the preferred member (members are
+        // Unknown, hence eligible); an adopted member is simply kept.
+        let flip = self.machine.on_tick(Instant::now());
+        self.apply(flip).await;
+        self.sync_down().await;
+        self.update_gauges();
+        loop {
+            let now = Instant::now();
+            let wake = self
+                .machine
+                .next_deadline(now)
+                .unwrap_or(now + Duration::from_secs(3600));
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    None => return,
+                    Some(Msg::Check { member, outcome, addr, at }) => self.on_check(member, outcome, addr, at).await,
+                    Some(Msg::Op { op, reply }) => {
+                        let r = self.on_op(op).await;
+                        let _ = reply.send(r);
+                    }
+                    Some(Msg::Status { reply }) => {
+                        let _ = reply.send(self.status());
+                    }
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let flip = self.machine.on_tick(Instant::now());
+                    self.apply(flip).await;
+                }
+            }
+            self.sync_down().await;
+            self.update_gauges();
+        }
+    }
+
+    async fn on_check(
+        &mut self,
+        member: usize,
+        outcome: Outcome,
+        addr: Option<SocketAddr>,
+        at: Instant,
+    ) {
+        let name = &self.cfg.members[member].name;
+        self.shared
+            .metrics
+            .check_seconds
+            .get_or_create(&Metrics::member(&self.cfg.name, name))
+            .observe(outcome.latency.as_secs_f64());
+        self.last[member] = Some(CheckStatus {
+            healthy: outcome.healthy,
+            latency_ms: outcome.latency.as_secs_f64() * 1000.0,
+            error: outcome.error.clone(),
+            code: outcome.code.clone(),
+            at_unix_ms: unix_ms(at),
+        });
+        if addr.is_some() && addr != self.resolved[member] {
+            tracing::info!(service = self.cfg.name, member = name, old = ?self.resolved[member], new = ?addr, "member address changed");
+            self.resolved[member] = addr;
+            if self.machine.active == Some(member)
+                && let Some(a) = addr
+                && let Err(e) = self.shared.writer.set_active(self.vip, a.into()).await
+            {
+                tracing::error!(
+                    service = self.cfg.name,
+                    error = e,
+                    "updating the active member's address failed"
+                );
+            }
+        }
+        let before = self.machine.members[member].health;
+        let flip = self.machine.on_check(member, outcome.healthy, at);
+        let after = self.machine.members[member].health;
+        if before != after {
+            tracing::info!(
+                service = self.cfg.name,
+                member = name,
+                health = ?after,
+                error = outcome.error.as_deref().unwrap_or(""),
+                "member health changed"
+            );
+        }
+        let _ = self.transition[member].send(self.machine.members[member].in_transition());
+        self.apply(flip).await;
+    }
+
+    fn member_index(&self, name: &str) -> Result<usize, String> {
+        self.cfg
+            .members
+            .iter()
+            .position(|m| m.name == name)
+            .ok_or_else(|| format!("service {} has no member {name:?}", self.cfg.name))
+    }
+
+    async fn on_op(&mut self, op: Op) -> Result<String, String> {
+        let now = Instant::now();
+        let svc = self.cfg.name.clone();
+        let (flip, done) = match op {
+            Op::Switchover(m) => {
+                let i = self.member_index(&m)?;
+                let f = self.machine.switchover(i, now).map_err(|e| e.to_string())?;
+                (f, format!("{svc}: pinned to {m}"))
+            }
+            Op::Release => (self.machine.release(now), format!("{svc}: released")),
+            Op::Drain(m) => {
+                let i = self.member_index(&m)?;
+                let f = self.machine.drain(i, now).map_err(|e| e.to_string())?;
+                (f, format!("{svc}: {m} drained"))
+            }
+            Op::Undrain(m) => {
+                let i = self.member_index(&m)?;
+                (
+                    self.machine.undrain(i, now),
+                    format!("{svc}: {m} back in rotation"),
+                )
+            }
+        };
+        let moved = flip.as_ref().map(|f| self.cfg.members[f.to].name.clone());
+        self.apply(flip).await;
+        Ok(match moved {
+            Some(to) => format!("{done}; active is now {to}"),
+            None => done,
+        })
+    }
+
+    async fn apply(&mut self, flip: Option<Flip>) {
+        let Some(f) = flip else { return };
+        let to = &self.cfg.members[f.to];
+        let Some(addr) = self.resolved[f.to] else {
+            tracing::error!(
+                service = self.cfg.name,
+                member = to.name,
+                "cannot switch: member address unresolved"
+            );
+            return;
+        };
+        let written = match self.shared.writer.set_active(self.vip, addr.into()).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(service = self.cfg.name, error = e, "map write failed");
+                return;
+            }
+        };
+        let from = f.from.map(|i| self.cfg.members[i].name.clone());
+        let detection = f
+            .first_failed_check
+            .map(|t| written.saturating_duration_since(t));
+        tracing::info!(
+            service = self.cfg.name,
+            from = from.as_deref().unwrap_or("-"),
+            to = to.name,
+            reason = f.reason.as_str(),
+            detection_to_write_ms = detection.map(|d| d.as_millis() as u64),
+            decision_to_write_us =
+                written.saturating_duration_since(f.decided_at).as_micros() as u64,
+            "active member changed"
+        );
+        if let Some(d) = detection {
+            self.shared
+                .metrics
+                .detection_to_write_seconds
+                .get_or_create(&ServiceLabels {
+                    service: self.cfg.name.clone(),
+                })
+                .observe(d.as_secs_f64());
+        }
+        self.shared
+            .metrics
+            .flips
+            .get_or_create(&FlipLabels {
+                service: self.cfg.name.clone(),
+                reason: f.reason.as_str().into(),
+            })
+            .inc();
+        self.shared.history.push(FlipRecord {
+            service: self.cfg.name.clone(),
+            from,
+            to: to.name.clone(),
+            reason: f.reason,
+            first_failed_check_ms: f.first_failed_check.map(unix_ms),
+            marked_down_ms: f.marked_down.map(unix_ms),
+            map_written_ms: unix_ms(written),
+        });
+    }
+
+    async fn sync_down(&mut self) {
+        let now = Instant::now();
+        let wanted: BTreeMap<Endpoint, u32> = self
+            .machine
+            .reset_members(now)
+            .into_iter()
+            .filter_map(|i| {
+                let reason = if self.machine.members[i].health == Health::Down {
+                    DOWN_UNHEALTHY
+                } else {
+                    DOWN_DRAINED
+                };
+                self.resolved[i].map(|a| (Endpoint::from(a), reason))
+            })
+            .collect();
+        if self.sent_down.as_ref() != Some(&wanted) {
+            self.shared
+                .writer
+                .sync_down(self.cfg.name.clone(), wanted.clone())
+                .await;
+            self.sent_down = Some(wanted);
+        }
+    }
+
+    fn update_gauges(&self) {
+        let m = &self.shared.metrics;
+        for (i, member) in self.cfg.members.iter().enumerate() {
+            let labels = Metrics::member(&self.cfg.name, &member.name);
+            m.member_up
+                .get_or_create(&labels)
+                .set(i64::from(self.machine.members[i].health == Health::Up));
+            m.active_member
+                .get_or_create(&labels)
+                .set(i64::from(self.machine.active == Some(i)));
+        }
+    }
+
+    fn status(&self) -> ServiceStatus {
+        let name = |i: Option<usize>| i.map(|i| self.cfg.members[i].name.clone());
+        ServiceStatus {
+            name: self.cfg.name.clone(),
+            vip: self.cfg.vip,
+            active: name(self.machine.active),
+            pinned: name(self.machine.pinned),
+            degraded: self.machine.degraded(),
+            failback: format!("{:?}", self.cfg.failback).to_lowercase(),
+            members: self
+                .cfg
+                .members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| MemberStatus {
+                    name: m.name.clone(),
+                    addr: format!("{}:{}", m.host, m.port),
+                    resolved: self.resolved[i],
+                    priority: m.priority,
+                    health: self.machine.members[i].health,
+                    drained: self.machine.members[i].drained,
+                    last_check: self.last[i].clone(),
+                })
+                .collect(),
+        }
+    }
+}

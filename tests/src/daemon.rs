@@ -1,0 +1,198 @@
+//! Runs the real `redirector` binary as a daemon inside the application
+//! host's network namespace (setns before exec, keeping our mount namespace
+//! so its bpffs pins are the ones the test sees), and its CLI.
+
+use std::{
+    fs::File,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::{topology::Topology, unique};
+
+/// The `redirector` binary next to the test executable.
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("redirector");
+    assert!(
+        bin.exists(),
+        "{} missing: build it first (cargo build)",
+        bin.display()
+    );
+    bin
+}
+
+pub struct DaemonProc {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    netns: String,
+    pub log: PathBuf,
+}
+
+impl DaemonProc {
+    /// Writes `config` (TOML; `{socket}` and `{pin_path}` are filled in)
+    /// and starts `redirector run` in the app namespace; waits (bounded)
+    /// until its admin socket answers.
+    pub fn start(t: &Topology, config: &str) -> Self {
+        let dir = std::env::temp_dir().join(unique("daemon"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut d = Self {
+            child: None,
+            socket: dir.join("admin.sock"),
+            config: dir.join("redirector.toml"),
+            log: dir.join("daemon.log"),
+            dir,
+            netns: t.app.name.clone(),
+        };
+        let text = config
+            .replace("{socket}", &d.socket.display().to_string())
+            .replace("{pin_path}", &t.pins.path.display().to_string());
+        std::fs::write(&d.config, text).unwrap();
+        d.spawn();
+        d
+    }
+
+    /// Starts (again) the daemon process with the same config.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let ns = File::open(format!("/run/netns/{}", self.netns)).unwrap();
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let ns_fd = ns.as_raw_fd();
+        let mut cmd = Command::new(binary());
+        cmd.args(["--socket"])
+            .arg(&self.socket)
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        // SAFETY: only async-signal-safe work between fork and exec: one
+        // setns call on an fd that stays open (we hold `ns`).
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self.child = Some(cmd.spawn().expect("spawn redirector"));
+        drop(ns);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.cli(&["status"]).status.success() {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                panic!("redirector exited ({st}):\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon not ready:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait (bounded).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the CLI against this daemon.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(binary())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redirector CLI")
+    }
+
+    /// `status --json`, parsed.
+    pub fn status(&self) -> redirector::status::DaemonStatus {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
+    pub fn history(&self) -> Vec<redirector::status::FlipRecord> {
+        let out = self.cli(&["history", "--json"]);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).expect("history JSON")
+    }
+
+    /// Waits (bounded by `within`) until `service`'s active member is `want`.
+    pub fn wait_active(&self, service: &str, want: &str, within: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let s = self.status();
+            let svc = s
+                .services
+                .iter()
+                .find(|s| s.name == service)
+                .expect("service");
+            if svc.active.as_deref() == Some(want) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < within,
+                "{service} still on {:?}, wanted {want} after {within:?}:\n{}",
+                svc.active,
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
