@@ -28,6 +28,12 @@ impl Client {
         TcpStream::connect_timeout(&addr, Duration::from_secs(3)).map(Self::new)
     }
 
+    pub fn set_timeout(&mut self, t: Duration) {
+        let s = self.reader.get_ref();
+        s.set_read_timeout(Some(t)).unwrap();
+        s.set_write_timeout(Some(t)).unwrap();
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.reader.get_ref().local_addr().unwrap()
     }

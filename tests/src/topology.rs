@@ -139,11 +139,11 @@ impl Topology {
             .collect();
         for addr in targets {
             let deadline = Instant::now() + Duration::from_secs(10);
-            while self
-                .app
-                .run(move || Client::connect(addr).and_then(|mut c| c.command(&["PING"])))
-                .is_err()
-            {
+            let auth = self.east.password();
+            while !self.app.run({
+                let auth = auth.clone();
+                move || ping(addr, auth.as_deref())
+            }) {
                 assert!(
                     Instant::now() < deadline,
                     "{addr} unreachable from the app host"
@@ -203,6 +203,16 @@ fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
     }
 }
 
+/// Whether redis at `addr` answers PING (after AUTH when a password is set).
+fn ping(addr: SocketAddr, password: Option<&str>) -> bool {
+    Client::connect(addr)
+        .and_then(|mut c| {
+            c.auth(password)?;
+            c.command(&["PING"])
+        })
+        .is_ok()
+}
+
 /// Starts redis-server in the member's namespace and waits (bounded) until
 /// it answers, then stores `region = <name>`.
 pub fn start_redis(m: &mut Member) {
@@ -220,13 +230,10 @@ pub fn start_redis(m: &mut Member) {
     m.redis = Some(child);
     let addr = m.addr(Family::V4);
     let deadline = Instant::now() + Duration::from_secs(10);
+    let auth = m.password();
     loop {
-        let ok = m.ns.run(move || {
-            Client::connect(addr)
-                .and_then(|mut c| c.command(&["PING"]))
-                .is_ok()
-        });
-        if ok {
+        let auth = auth.clone();
+        if m.ns.run(move || ping(addr, auth.as_deref())) {
             break;
         }
         assert!(
