@@ -110,6 +110,10 @@ fn assert_failover_recorded(d: &DaemonProc) {
         .expect("first failed check recorded");
     let down = f.marked_down_ms.expect("down decision recorded");
     assert!(first <= down && down <= f.map_written_ms, "{f:?}");
+    eprintln!(
+        "first failed check -> map write: {} ms",
+        f.map_written_ms - first
+    );
 }
 
 #[test]
@@ -535,5 +539,41 @@ fn validate_names_file_line_and_field_and_cli_says_when_daemon_is_down() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("daemon is not running"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn check_verb_runs_one_round_without_the_kernel() {
+    let mut t = Topology::new(true);
+    let dir = std::env::temp_dir().join(crate::unique("check"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("check.toml");
+    let text = default_config()
+        .replace("{pin_path}", "/sys/fs/bpf/rdt-unused")
+        .replace("{socket}", "/run/rdt-unused.sock");
+    std::fs::write(&f, text).unwrap();
+    let run = |t: &Topology| {
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &t.app.name])
+            .arg(crate::daemon::binary())
+            .args(["check", "--config"])
+            .arg(&f)
+            .output()
+            .unwrap()
+    };
+    let out = run(&t);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("east") && text.contains("UP"), "{text}");
+    t.west.kill_redis();
+    let out = run(&t);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("west") && l.contains("DOWN")),
+        "{text}"
+    );
+    assert!(!t.pins.path.exists(), "check touched no pins");
     let _ = std::fs::remove_dir_all(&dir);
 }
