@@ -20,8 +20,9 @@ pub enum Stat {
     MapUpdateFailed = 6,
     /// A checksum or store helper failed.
     RewriteFailed = 7,
-    /// `bpf_fib_lookup` found no route; the rewritten packet kept its path.
-    FibLookupFailed = 8,
+    /// The FIB gave no next hop for the member (no route, or forwarding off
+    /// on the interface): the rewritten packet kept the VIP route's next hop.
+    FibFallback = 8,
 }
 
 impl Stat {
@@ -37,7 +38,7 @@ impl Stat {
         Stat::Malformed,
         Stat::MapUpdateFailed,
         Stat::RewriteFailed,
-        Stat::FibLookupFailed,
+        Stat::FibFallback,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -51,7 +52,7 @@ impl Stat {
             Stat::Malformed => "malformed",
             Stat::MapUpdateFailed => "map_update_failed",
             Stat::RewriteFailed => "rewrite_failed",
-            Stat::FibLookupFailed => "fib_lookup_failed",
+            Stat::FibFallback => "fib_fallback",
         }
     }
 }

@@ -71,6 +71,6 @@ pub fn forward(ctx: &TcContext, src: &Endpoint, dst: &Endpoint) -> Result<i32, E
         // SAFETY: with no params the helper resolves the next hop itself.
         return Ok(unsafe { bpf_redirect_neigh(p.ifindex, null_mut(), 0, 0) } as i32);
     }
-    stats::count(Stat::FibLookupFailed);
+    stats::count(Stat::FibFallback);
     Ok(TC_ACT_OK as i32)
 }

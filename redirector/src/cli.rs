@@ -90,6 +90,8 @@ pub enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Print a shell completion script (bash, zsh, fish, ...) to stdout.
+    Completions { shell: clap_complete::Shell },
     /// Check a config file and print warnings. Exits 1 with the file, line
     /// and field of the first problem.
     Validate {
@@ -144,6 +146,16 @@ pub fn main() -> anyhow::Result<ExitCode> {
             let removed = crate::datapath::teardown(&pin)
                 .with_context(|| format!("tearing down {}", pin.display()))?;
             println!("removed {} pins under {}", removed.len(), pin.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "redirector",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { config } => {

@@ -7,7 +7,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("redirector: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(1)
         }
     }
 }

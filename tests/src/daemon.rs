@@ -12,17 +12,20 @@ use std::{
 
 use crate::{topology::Topology, unique};
 
-/// The `redirector` binary next to the test executable.
+/// The `redirector` binary beside the running executable (xtask) or one
+/// directory up (a test binary in `deps/`).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let bin = dir.join("redirector");
-    assert!(
-        bin.exists(),
-        "{} missing: build it first (cargo build)",
-        bin.display()
-    );
-    bin
+    let dir = exe.parent().expect("exe dir");
+    [dir.join("redirector"), dir.join("../redirector")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no redirector binary near {}: run cargo build",
+                dir.display()
+            )
+        })
 }
 
 pub struct DaemonProc {
@@ -52,7 +55,10 @@ impl DaemonProc {
         let text = config
             .replace("{socket}", &d.socket.display().to_string())
             .replace("{pin_path}", &t.pins.path.display().to_string());
-        std::fs::write(&d.config, text).unwrap();
+        std::fs::write(&d.config, &text).unwrap();
+        // A config with a fixed socket path (the demo's) is talked to there.
+        let parsed = redirector::config::parse(&text, &d.config).expect("valid config");
+        d.socket = parsed.admin.socket;
         d.spawn();
         d
     }

@@ -1,8 +1,9 @@
 //! Project chores: `setup` (install what a bare machine lacks), `test` (the
-//! whole suite, with a one-line summary), `bench` (measurements). The eBPF object itself is built by
+//! whole suite, with a one-line summary), `demo`, `bench` (measurements). The eBPF object itself is built by
 //! aya-build from `redirector/build.rs`, not here.
 
 mod bench;
+mod demo;
 mod setup;
 mod test;
 
@@ -26,6 +27,13 @@ enum Task {
         /// Extra arguments for `cargo test` test filtering (e.g. a test name).
         filter: Option<String>,
     },
+    /// The product on an embedded topology: a client on an application host
+    /// talks to a VIP; east is killed (failover), restarted (failback).
+    Demo {
+        /// Leave the topology and daemon running and print how to reach them.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Measure: per-packet program cost via BPF_PROG_TEST_RUN (more
     /// figures come with the benchmark issue).
     Bench {
@@ -40,5 +48,6 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Test { filter } => test::run(filter.as_deref()),
         Task::Bench { quick } => bench::run(quick),
+        Task::Demo { keep } => demo::run(keep),
     }
 }

@@ -140,7 +140,7 @@ fn traffic_follows_the_fib_next_hop_when_forwarding_is_enabled() {
         .unwrap();
     assert_eq!(region(&t, v), "west");
     let stats = dp.maps.stats().unwrap();
-    assert_eq!(stats.get(Stat::FibLookupFailed), 0, "{stats:?}");
+    assert_eq!(stats.get(Stat::FibFallback), 0, "{stats:?}");
     assert!(stats.get(Stat::Translated) > 0);
 }
 

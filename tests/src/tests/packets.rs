@@ -155,7 +155,7 @@ fn syn_to_vip_is_rewritten_to_active_member_with_valid_checksums() {
             assert_eq!(h.maps.reverse_entries().unwrap(), 1);
             assert_eq!(h.stat(Stat::Translated), 1);
             assert_eq!(h.stat(Stat::NewFlows), 1);
-            assert_eq!(h.stat(Stat::FibLookupFailed), 1);
+            assert_eq!(h.stat(Stat::FibFallback), 1);
         })
     });
 }
@@ -464,7 +464,7 @@ fn egress_follows_the_fib_to_the_members_next_hop() {
         assert_eq!(out[6..12], mac0[..]);
         assert_ne!(out[0..6], GATEWAY_MAC);
         assert_ne!(out[6..12], CLIENT_MAC);
-        assert_eq!(h.stat(Stat::FibLookupFailed), 0);
+        assert_eq!(h.stat(Stat::FibFallback), 0);
     });
 }
 
