@@ -1,3 +1,4 @@
 mod datapath;
+mod deploy;
 mod failover;
 mod packets;
