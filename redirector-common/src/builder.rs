@@ -193,6 +193,24 @@ mod tests {
     }
 
     #[test]
+    fn port_filter_rejects_before_addresses_are_read() {
+        let f = tcp_frame(
+            &v4([1, 1, 1, 1], 1000),
+            &v4([2, 2, 2, 2], 6379),
+            TCP_SYN,
+            b"",
+        );
+        let keep_6379 = |t: &TcpHdr| t.dst_port == 6379u16.to_be_bytes();
+        assert!(parse_tcp_filtered(&f[..], keep_6379).is_ok());
+        let g = tcp_frame(&v4([1, 1, 1, 1], 1000), &v4([2, 2, 2, 2], 80), TCP_SYN, b"");
+        assert_eq!(parse_tcp_filtered(&g[..], keep_6379), Err(Skip::Filtered));
+        // Non-TCP is still reported as such, not as filtered.
+        let mut udp = f.clone();
+        udp[ETH_LEN + 9] = 17;
+        assert_eq!(parse_tcp_filtered(&udp[..], keep_6379), Err(Skip::NotTcp));
+    }
+
+    #[test]
     fn every_truncation_is_reported_not_misparsed() {
         for f in [
             tcp_frame(&v4([1, 1, 1, 1], 1), &v4([2, 2, 2, 2], 2), TCP_SYN, b""),

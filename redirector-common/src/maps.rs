@@ -15,9 +15,26 @@ pub const REVERSE_NAT: &str = "REVERSE_NAT";
 pub const DOWN_MEMBERS: &str = "DOWN_MEMBERS";
 /// Pin/map name of the per-CPU counters.
 pub const STATS: &str = "STATS";
+/// Pin/map name of the VIP port filter: index = port, non-zero if some VIP
+/// uses that port. Lets egress skip the hash lookup for other traffic.
+pub const VIP_PORTS: &str = "VIP_PORTS";
+/// Pin/map name of the member port filter: index = port, non-zero if some
+/// member uses it. Lets ingress skip the reply lookup for other traffic.
+pub const MEMBER_PORTS: &str = "MEMBER_PORTS";
 
 /// Every map the daemon pins, in a stable order.
-pub const PINNED_MAPS: [&str; 5] = [SERVICES, CONNTRACK, REVERSE_NAT, DOWN_MEMBERS, STATS];
+pub const PINNED_MAPS: [&str; 7] = [
+    SERVICES,
+    CONNTRACK,
+    REVERSE_NAT,
+    DOWN_MEMBERS,
+    STATS,
+    VIP_PORTS,
+    MEMBER_PORTS,
+];
+
+/// Entries of the port filters: one per TCP port.
+pub const PORT_FILTER_ENTRIES: u32 = 65_536;
 
 /// Capacity of `SERVICES`.
 pub const MAX_SERVICES: u32 = 16_384;

@@ -131,6 +131,8 @@ pub enum Skip {
     Ipv6ExtHeader,
     /// Shorter than the headers it claims to carry.
     Truncated,
+    /// TCP, but the caller's port filter says it cannot be ours.
+    Filtered,
 }
 
 /// The parts of a TCP/IP packet the translator needs.
@@ -162,9 +164,21 @@ impl TcpPacket {
 /// Parses Ethernet + IPv4/IPv6 + TCP. Anything else is a [`Skip`].
 #[inline(always)]
 pub fn parse_tcp<P: Packet + ?Sized>(pkt: &P) -> Result<TcpPacket, Skip> {
+    parse_tcp_filtered(pkt, |_| true)
+}
+
+/// Like [`parse_tcp`], but asks `keep` about the TCP header (its ports)
+/// before copying any address, and returns [`Skip::Filtered`] if it says
+/// no. The kernel uses this to make the common case, a packet that is not
+/// ours, cheap.
+#[inline(always)]
+pub fn parse_tcp_filtered<P: Packet + ?Sized>(
+    pkt: &P,
+    keep: impl FnOnce(&TcpHdr) -> bool,
+) -> Result<TcpPacket, Skip> {
     let eth: &EthHdr = pkt.ref_at(0).ok_or(Skip::Truncated)?;
     let l3_off = ETH_LEN;
-    let (src_addr, dst_addr, l4_off, v4) = if eth.ether_type == ETH_P_IP {
+    let v4 = if eth.ether_type == ETH_P_IP {
         let ip: &Ipv4Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
         if ip.version_ihl >> 4 != 4 {
             return Err(Skip::NotIp);
@@ -178,11 +192,7 @@ pub fn parse_tcp<P: Packet + ?Sized>(pkt: &P) -> Result<TcpPacket, Skip> {
         if ip.is_fragment() {
             return Err(Skip::Fragment);
         }
-        let mut s = [0u8; 16];
-        let mut d = [0u8; 16];
-        s[..4].copy_from_slice(&ip.src);
-        d[..4].copy_from_slice(&ip.dst);
-        (s, d, l3_off + IPV4_LEN, true)
+        true
     } else if eth.ether_type == ETH_P_IPV6 {
         let ip: &Ipv6Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
         if ip.version_class_flow[0] >> 4 != 6 {
@@ -195,26 +205,28 @@ pub fn parse_tcp<P: Packet + ?Sized>(pkt: &P) -> Result<TcpPacket, Skip> {
                 Skip::NotTcp
             });
         }
-        (ip.src, ip.dst, l3_off + IPV6_LEN, false)
+        false
     } else {
         return Err(Skip::NotIp);
     };
+    let l4_off = l3_off + if v4 { IPV4_LEN } else { IPV6_LEN };
     let tcp: &TcpHdr = pkt.ref_at(l4_off).ok_or(Skip::Truncated)?;
+    if !keep(tcp) {
+        return Err(Skip::Filtered);
+    }
+    // Endpoints are built in place (they are 4-aligned): no byte-array
+    // temporaries on the BPF stack.
     let (src, dst) = if v4 {
+        let ip: &Ipv4Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
         (
-            Endpoint::tcp_v4(
-                [src_addr[0], src_addr[1], src_addr[2], src_addr[3]],
-                tcp.src_port,
-            ),
-            Endpoint::tcp_v4(
-                [dst_addr[0], dst_addr[1], dst_addr[2], dst_addr[3]],
-                tcp.dst_port,
-            ),
+            Endpoint::tcp_v4(ip.src, tcp.src_port),
+            Endpoint::tcp_v4(ip.dst, tcp.dst_port),
         )
     } else {
+        let ip: &Ipv6Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
         (
-            Endpoint::tcp_v6(src_addr, tcp.src_port),
-            Endpoint::tcp_v6(dst_addr, tcp.dst_port),
+            Endpoint::tcp_v6(ip.src, tcp.src_port),
+            Endpoint::tcp_v6(ip.dst, tcp.dst_port),
         )
     };
     Ok(TcpPacket {

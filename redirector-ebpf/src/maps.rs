@@ -4,11 +4,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use redirector_common::{
     Assignment, DEFAULT_CONNTRACK_ENTRIES, DownMark, Endpoint, FlowKey, MAX_DOWN_MEMBERS,
-    MAX_SERVICES, ReverseKey, Stat,
+    MAX_SERVICES, PORT_FILTER_ENTRIES, ReverseKey, Stat,
 };
 
 /// VIP endpoint -> the service's active member. One update flips a service.
@@ -34,3 +34,20 @@ pub static DOWN_MEMBERS: HashMap<Endpoint, DownMark> =
 /// Per-CPU counters indexed by `Stat`.
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
+
+/// Port (host order) -> non-zero if some VIP listens on it.
+#[map]
+pub static VIP_PORTS: Array<u32> = Array::with_max_entries(PORT_FILTER_ENTRIES, 0);
+
+/// Port (host order) -> non-zero if some member listens on it.
+#[map]
+pub static MEMBER_PORTS: Array<u32> = Array::with_max_entries(PORT_FILTER_ENTRIES, 0);
+
+/// Whether `port` (network order) is set in `filter`. Array lookups are
+/// inlined by the verifier: a few instructions, no hashing.
+#[inline(always)]
+pub fn port_in(filter: &Array<u32>, port: [u8; 2]) -> bool {
+    filter
+        .get(u16::from_be_bytes(port) as u32)
+        .is_some_and(|v| *v != 0)
+}

@@ -7,7 +7,7 @@ use aya_ebpf::{
 };
 use redirector_common::{
     FlowKey, Stat,
-    parse::{Skip, TcpPacket, parse_tcp},
+    parse::{Skip, TcpPacket, parse_tcp_filtered},
 };
 
 use crate::{
@@ -15,7 +15,7 @@ use crate::{
     csum::{self, Side},
     error::Error,
     fib,
-    maps::SERVICES,
+    maps::{MEMBER_PORTS, SERVICES, VIP_PORTS, port_in},
     parse::{Frame, Skb},
     stats,
 };
@@ -36,7 +36,8 @@ fn tcp_or_pass(parsed: Result<TcpPacket, Skip>) -> Result<Option<TcpPacket>, Err
 /// TC egress: a packet to a VIP goes to its flow's member.
 #[inline(always)]
 pub fn egress(ctx: &TcContext) -> Result<i32, Error> {
-    let Some(pkt) = tcp_or_pass(parse_tcp(&Skb(ctx)))? else {
+    let parsed = parse_tcp_filtered(&Skb(ctx), |t| port_in(&VIP_PORTS, t.dst_port));
+    let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
     let Some(active) = SERVICES.get_ptr(&pkt.dst) else {
@@ -60,7 +61,8 @@ pub fn egress(ctx: &TcContext) -> Result<i32, Error> {
 /// the VIP.
 #[inline(always)]
 pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
-    let Some(pkt) = tcp_or_pass(parse_tcp(&Skb(ctx)))? else {
+    let parsed = parse_tcp_filtered(&Skb(ctx), |t| port_in(&MEMBER_PORTS, t.src_port));
+    let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
     let Some(vip) = conntrack::vip_for_reply(&pkt.src, &pkt.dst) else {
@@ -75,7 +77,8 @@ pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
 /// XDP ingress: the same as [`ingress_tc`] before the skb exists.
 #[inline(always)]
 pub fn ingress_xdp(ctx: &XdpContext) -> Result<u32, Error> {
-    let Some(pkt) = tcp_or_pass(parse_tcp(&Frame(ctx)))? else {
+    let parsed = parse_tcp_filtered(&Frame(ctx), |t| port_in(&MEMBER_PORTS, t.src_port));
+    let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(XDP_PASS);
     };
     let Some(vip) = conntrack::vip_for_reply(&pkt.src, &pkt.dst) else {

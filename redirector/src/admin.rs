@@ -70,6 +70,9 @@ async fn client(stream: UnixStream, tx: mpsc::Sender<Incoming>) {
     let mut lines = tokio::io::BufReader::new(read).lines();
     if peer_uid != Some(0) {
         tracing::warn!(uid = ?peer_uid, "refused an admin client that is not root");
+        // Take (and ignore) its request first, so it reads our answer
+        // instead of a broken pipe.
+        let _ = tokio::time::timeout(Duration::from_secs(1), lines.next_line()).await;
         let _ = send(
             &mut write,
             &Response::err("permission denied: the admin API is for root only"),

@@ -14,7 +14,11 @@ use crate::{topology::Topology, unique};
 
 /// The `redirector` binary beside the running executable (xtask) or one
 /// directory up (a test binary in `deps/`).
+/// `REDIRECTOR_BIN` overrides (the benchmark runs a release build).
 pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("REDIRECTOR_BIN") {
+        return PathBuf::from(p);
+    }
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().expect("exe dir");
     [dir.join("redirector"), dir.join("../redirector")]

@@ -70,8 +70,25 @@ fn describe(dp: &Datapath) -> Vec<String> {
         .collect()
 }
 
+/// One kept connection per member check: with many services the default
+/// soft limit of 1024 descriptors is too low. Raise it to the hard limit.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid, initialised struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = config::load(&config_path)?;
+    raise_fd_limit();
     for w in config::warnings(&config) {
         tracing::warn!("{w}");
     }

@@ -25,8 +25,8 @@ use aya::{
     },
 };
 use redirector_common::{
-    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, PINNED_MAPS, REVERSE_NAT,
-    ReverseKey, SERVICES, STATS,
+    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, PINNED_MAPS,
+    REVERSE_NAT, ReverseKey, SERVICES, STATS, VIP_PORTS,
 };
 
 use super::{DatapathError, Maps, system};
@@ -170,8 +170,10 @@ impl Datapath {
             }
         }
         drop(ebpf);
+        let mut maps = Maps::open(&opts.pin_path)?;
+        maps.sync_port_filters()?;
         Ok(Self {
-            maps: Maps::open(&opts.pin_path)?,
+            maps,
             attachments,
             pin_path: opts.pin_path.clone(),
         })
@@ -232,7 +234,7 @@ where
 /// silently by the loader; refuse it instead of misreading it.
 fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), DatapathError> {
     use std::mem::size_of;
-    let expected: [(&'static str, MapType, usize, usize); 5] = [
+    let expected: [(&'static str, MapType, usize, usize); 7] = [
         (
             SERVICES,
             MapType::Hash,
@@ -263,6 +265,18 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
             size_of::<u32>(),
             size_of::<u64>(),
         ),
+        (
+            VIP_PORTS,
+            MapType::Array,
+            size_of::<u32>(),
+            size_of::<u32>(),
+        ),
+        (
+            MEMBER_PORTS,
+            MapType::Array,
+            size_of::<u32>(),
+            size_of::<u32>(),
+        ),
     ];
     for (name, ty, key, value) in expected {
         let map = ebpf
@@ -274,7 +288,8 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
         let info = match map {
             aya::maps::Map::HashMap(d)
             | aya::maps::Map::LruHashMap(d)
-            | aya::maps::Map::PerCpuArray(d) => d.info(),
+            | aya::maps::Map::PerCpuArray(d)
+            | aya::maps::Map::Array(d) => d.info(),
             _ => {
                 return Err(DatapathError::IncompatibleMap {
                     map: name,

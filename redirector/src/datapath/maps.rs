@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use aya::maps::{HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use redirector_common::{
-    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, REVERSE_NAT, ReverseKey,
-    SERVICES, STATS, Stat,
+    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, REVERSE_NAT,
+    ReverseKey, SERVICES, STATS, Stat, VIP_PORTS,
 };
 
 use super::DatapathError;
@@ -45,6 +45,8 @@ pub struct Maps {
     reverse: HashMap<MapData, ReverseKey, Endpoint>,
     down: HashMap<MapData, Endpoint, DownMark>,
     stats: PerCpuArray<MapData, u64>,
+    vip_ports: Array<MapData, u32>,
+    member_ports: Array<MapData, u32>,
 }
 
 fn open(pin_path: &Path, name: &'static str) -> Result<Map, DatapathError> {
@@ -84,7 +86,37 @@ impl Maps {
             reverse: typed!(pin_path, REVERSE_NAT),
             down: typed!(pin_path, DOWN_MEMBERS),
             stats: typed!(pin_path, STATS),
+            vip_ports: typed!(pin_path, VIP_PORTS),
+            member_ports: typed!(pin_path, MEMBER_PORTS),
         })
+    }
+
+    /// Sets the port filters from the services and flows already in the
+    /// maps (after an upgrade that added the filters, or any adoption).
+    /// Ports are only ever added: a port left set costs a lookup, a port
+    /// missing would stop translation.
+    pub fn sync_port_filters(&mut self) -> Result<(), DatapathError> {
+        for s in self.services()? {
+            self.allow_ports(&s.vip, &s.active.member)?;
+        }
+        for f in self.flows()? {
+            self.allow_ports(&f.flow.vip, &f.assignment.member)?;
+        }
+        Ok(())
+    }
+
+    fn allow_ports(&mut self, vip: &Endpoint, member: &Endpoint) -> Result<(), DatapathError> {
+        for (map, name, port) in [
+            (&mut self.vip_ports, VIP_PORTS, vip.port()),
+            (&mut self.member_ports, MEMBER_PORTS, member.port()),
+        ] {
+            map.set(u32::from(port), 1, 0)
+                .map_err(|source| DatapathError::Map {
+                    map: name,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
     }
 
     /// Points `vip` at `member` with one map update (the kernel replaces
@@ -97,6 +129,8 @@ impl Maps {
         {
             return Ok(a.generation);
         }
+        // Filters first: once the service exists its packets must pass them.
+        self.allow_ports(&vip, &member)?;
         let generation = current.map_or(1, |a| a.generation.wrapping_add(1).max(1));
         let value = Assignment {
             member,

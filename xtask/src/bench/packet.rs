@@ -28,7 +28,7 @@ use redirector_tests::{netns::NetNs, pins::PinDir, unique};
 const PSH: u8 = 0x08;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Prog {
+pub enum Prog {
     Egress,
     IngressTc,
     Xdp,
@@ -43,46 +43,32 @@ struct Case {
     baseline: Prog,
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
-    crate::setup::run()?;
+/// Per-packet cost rows, measured in a fresh namespace.
+pub fn measure_all(quick: bool) -> anyhow::Result<Vec<Row>> {
     let repeat: u32 = if quick { 100_000 } else { 1_000_000 };
     let rounds = if quick { 3 } else { 7 };
     let ns = NetNs::new(&unique("bench"));
     let pins = PinDir::new("bench");
     let path = pins.path.clone();
-    let rows = ns.run(move || measure(&path, repeat, rounds))?;
-    println!(
-        "\nPer-packet cost, BPF_PROG_TEST_RUN repeat={repeat}, {rounds} rounds, median (min..max) ns per run"
-    );
-    println!("| case | ns/run | baseline ns/run | ours above baseline |");
-    println!("| --- | --- | --- | --- |");
-    for r in rows {
-        println!(
-            "| {} | {:.1} ({:.1}..{:.1}) | {:.1} | {:.1} |",
-            r.name,
-            r.median,
-            r.min,
-            r.max,
-            r.baseline,
-            r.median - r.baseline
-        );
-    }
-    Ok(())
+    ns.run(move || measure(&path, repeat, rounds))
 }
 
-struct Row {
-    name: &'static str,
-    median: f64,
-    min: f64,
-    max: f64,
-    baseline: f64,
+#[derive(serde::Serialize)]
+pub struct Row {
+    pub name: &'static str,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub baseline: f64,
+    pub repeat: u32,
+    pub rounds: usize,
 }
 
 fn ep(s: &str) -> Endpoint {
     Endpoint::from(s.parse::<std::net::SocketAddr>().expect("literal address"))
 }
 
-fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
+pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
     let ebpf = load_programs(pin_path, 65536).context("load programs")?;
     let mut baseline = Ebpf::load(BASELINE_OBJECT).context("load baseline")?;
     let p: &mut SchedClassifier = baseline
@@ -102,6 +88,7 @@ fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Re
     let client6 = ep("[2001:db8:10::2]:40000");
     let vip6 = ep("[2001:db8:100::100]:6379");
     let other = ep("198.18.1.10:6379");
+    let web = ep("198.18.1.10:443");
     // Identity mapping: the rewrite leaves the packet as it was.
     maps.set_active(vip, vip)?;
     maps.set_active(vip6, vip6)?;
@@ -126,7 +113,13 @@ fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Re
             baseline: Prog::BaselineTc,
         },
         Case {
-            name: "egress, miss (not a VIP)",
+            name: "egress, miss (other port)",
+            prog: Prog::Egress,
+            frame: tcp_frame(&client, &web, TCP_ACK | PSH, payload),
+            baseline: Prog::BaselineTc,
+        },
+        Case {
+            name: "egress, miss (VIP port, other address)",
             prog: Prog::Egress,
             frame: tcp_frame(&client, &other, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
@@ -138,9 +131,15 @@ fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Re
             baseline: Prog::BaselineXdp,
         },
         Case {
-            name: "reverse XDP, miss",
+            name: "reverse XDP, miss (member port)",
             prog: Prog::Xdp,
             frame: tcp_frame(&other, &client, TCP_ACK | PSH, payload),
+            baseline: Prog::BaselineXdp,
+        },
+        Case {
+            name: "reverse XDP, miss (other port)",
+            prog: Prog::Xdp,
+            frame: tcp_frame(&web, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineXdp,
         },
         Case {
@@ -150,9 +149,15 @@ fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Re
             baseline: Prog::BaselineTc,
         },
         Case {
-            name: "reverse TC, miss",
+            name: "reverse TC, miss (member port)",
             prog: Prog::IngressTc,
             frame: tcp_frame(&other, &client, TCP_ACK | PSH, payload),
+            baseline: Prog::BaselineTc,
+        },
+        Case {
+            name: "reverse TC, miss (other port)",
+            prog: Prog::IngressTc,
+            frame: tcp_frame(&web, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
         },
     ];
@@ -204,6 +209,8 @@ fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Re
                 } else {
                     btc
                 },
+                repeat,
+                rounds,
             }
         })
         .collect())
@@ -214,7 +221,7 @@ fn median(v: &mut [f64]) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
-fn run_once(
+pub fn run_once(
     ebpf: &Ebpf,
     baseline: &Ebpf,
     prog: Prog,

@@ -1,0 +1,201 @@
+//! `cargo xtask bench`: every measurement in one run, on this machine, in
+//! network namespaces. Writes `bench/results/<unix time>.json` and
+//! `bench/REPORT.md` (the latest report is committed). `--quick` runs a
+//! short version (CI), without targets being judged.
+
+mod daemon_load;
+mod failover;
+mod packet;
+mod scale;
+
+use std::{fmt::Write as _, path::Path};
+
+use anyhow::Context as _;
+
+#[derive(serde::Serialize)]
+struct Results {
+    unix_time: u64,
+    quick: bool,
+    machine: Machine,
+    packet: Vec<packet::Row>,
+    flips: scale::Flips,
+    conntrack: scale::BigConntrack,
+    daemon: daemon_load::DaemonLoad,
+    failover: Vec<failover::Series>,
+}
+
+#[derive(serde::Serialize)]
+struct Machine {
+    cores: usize,
+    kernel: String,
+    cpu: String,
+}
+
+fn machine() -> Machine {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    Machine {
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        cpu,
+    }
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    crate::setup::run()?;
+    let ok = std::process::Command::new("cargo")
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--package",
+            "redirector",
+            "--bin",
+            "redirector",
+        ])
+        .status()?
+        .success();
+    anyhow::ensure!(ok, "building redirector failed");
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/redirector");
+    // SAFETY: set before any thread of ours starts.
+    unsafe { std::env::set_var("REDIRECTOR_BIN", &bin) };
+    let started = std::time::Instant::now();
+    println!("bench: per-packet cost (BPF_PROG_TEST_RUN)");
+    let packet = packet::measure_all(quick)?;
+    println!("bench: flips with 1,000 services");
+    let flips = scale::flips(1000, if quick { 3 } else { 11 })?;
+    let entries = if quick { 100_000 } else { 1_000_000 };
+    println!("bench: conntrack hit cost at {entries} entries");
+    let conntrack = scale::big_conntrack(entries, if quick { 100_000 } else { 1_000_000 })?;
+    println!("bench: daemon RSS and CPU with 1,000 services");
+    let daemon = daemon_load::measure(1000, if quick { 3 } else { 10 })?;
+    println!("bench: failover trials");
+    let failover = failover::run_all(if quick { 3 } else { 20 }, quick)?;
+    let results = Results {
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+        quick,
+        machine: machine(),
+        packet,
+        flips,
+        conntrack,
+        daemon,
+        failover,
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
+    std::fs::create_dir_all(root.join("results"))?;
+    let json = root.join(format!("results/{}.json", results.unix_time));
+    std::fs::write(&json, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let report = report(&results, started.elapsed());
+    let name = if quick {
+        "REPORT-quick.md"
+    } else {
+        "REPORT.md"
+    };
+    std::fs::write(root.join(name), &report)?;
+    std::fs::write(root.join("failover.svg"), failover::svg(&results.failover))?;
+    println!("{report}");
+    println!("bench: wrote {} and bench/{name}", json.display());
+    Ok(())
+}
+
+fn verdict(met: bool, quick: bool) -> &'static str {
+    match (quick, met) {
+        (true, _) => "not judged (--quick)",
+        (false, true) => "met",
+        (false, false) => "MISSED",
+    }
+}
+
+fn report(r: &Results, took: std::time::Duration) -> String {
+    let mut o = String::new();
+    let m = &r.machine;
+    let _ = writeln!(o, "# redirector benchmark report\n");
+    let _ = writeln!(
+        o,
+        "Command: `cargo xtask bench{}` ({:.0} s). Machine: {} cores, {}, kernel {}. Shared and noisy: compare ratios within this run.\n",
+        if r.quick { " --quick" } else { "" },
+        took.as_secs_f64(),
+        m.cores,
+        m.cpu,
+        m.kernel
+    );
+    let _ = writeln!(o, "## Per-packet program cost\n");
+    let p0 = r.packet.first();
+    let _ = writeln!(
+        o,
+        "BPF_PROG_TEST_RUN, repeat {} per sample, {} rounds alternating all cases; median (min..max) ns per run, and our cost above an empty program of the same type. Hit paths map the VIP to itself so every repetition takes the same path; the FIB lookup ends at 'forwarding disabled', as on a host with forwarding off.\n",
+        p0.map_or(0, |p| p.repeat),
+        p0.map_or(0, |p| p.rounds)
+    );
+    let _ = writeln!(
+        o,
+        "| case | ns/run | empty program | above empty | target | verdict |"
+    );
+    let _ = writeln!(o, "| --- | --- | --- | --- | --- | --- |");
+    for p in &r.packet {
+        let above = p.median - p.baseline;
+        let target = if p.name.contains("miss") {
+            Some(15.0)
+        } else if p.name.contains("hit") {
+            Some(60.0)
+        } else {
+            None
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {:.1} ({:.1}..{:.1}) | {:.1} | {:.1} | {} | {} |",
+            p.name,
+            p.median,
+            p.min,
+            p.max,
+            p.baseline,
+            above,
+            target.map_or("-".into(), |t| format!("<= {t} ns")),
+            target.map_or("-", |t| verdict(above <= t, r.quick))
+        );
+    }
+    let c = &r.conntrack;
+    let _ = writeln!(
+        o,
+        "\nConntrack hit with {} entries: {:.1} ns/run, against {:.1} ns/run with one entry (repeat {}).\n",
+        c.entries, c.hit_full_ns, c.hit_small_ns, c.repeat
+    );
+    let f = &r.flips;
+    let _ = writeln!(o, "## Map flips with {} services\n", f.services);
+    let _ = writeln!(
+        o,
+        "One flip (one SERVICES update through the map facade): {:.1} µs median. All {} services, one after another: {:.2} ms median of {} rounds (target <= 50 ms: {}).\n",
+        f.one_flip_us,
+        f.services,
+        f.all_flips_ms,
+        f.rounds,
+        verdict(f.all_flips_ms <= 50.0, r.quick)
+    );
+    let d = &r.daemon;
+    let _ = writeln!(o, "## Daemon cost\n");
+    let _ = writeln!(
+        o,
+        "{} services, two members each, redis-ping every 250 ms ({:.0} checks/s): RSS {:.1} MB (target <= 50 MB: {}), CPU {:.1}% of one core over {:.0} s (target <= 5%: {}).\n",
+        d.services,
+        d.checks_per_second,
+        d.rss_mb,
+        verdict(d.rss_mb <= 50.0, r.quick),
+        d.cpu_percent_of_one_core,
+        d.seconds,
+        verdict(d.cpu_percent_of_one_core <= 5.0, r.quick)
+    );
+    let _ = writeln!(o, "## Failover time\n");
+    o += &failover::table(&r.failover, r.quick);
+    o += "\n![failover times](failover.svg)\n\n## Not measured yet\n\nThroughput and latency through the three paths (redis-benchmark, a Rust load generator with HDR histograms, CPU per request) and the latency timeline plot are not part of this run yet.\n";
+    o
+}
