@@ -13,7 +13,7 @@
 use std::{
     fmt::Write as _,
     net::SocketAddr,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -71,7 +71,9 @@ impl Fault {
             Fault::Kill => start_redis(&mut t.east),
             Fault::Sigstop => t.east.signal_redis(libc::SIGCONT),
             Fault::LinkDown => {
+                // IPv4 flushes routes through a link that went down.
                 t.east.ns.cmd("ip link set eth0 up");
+                t.east.ns.cmd("ip route replace default via 198.18.1.1");
             }
             Fault::SilentDrop => {
                 t.east.ns.cmd("nft delete table inet rdtbench");
@@ -157,11 +159,12 @@ impl Haproxy {
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(&cfg, haproxy_config(tuned))?;
+        let log = std::fs::File::create(dir.join("haproxy.log"))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &t.app.name, "haproxy", "-db", "-f"])
             .arg(&cfg)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .spawn()?;
         Ok(Self { child, dir })
     }
@@ -208,7 +211,9 @@ impl Prober<'_> {
         loop {
             match self.get() {
                 Some(r) if r == want => return Ok((start.elapsed(), errors)),
-                Some(_) => {}
+                // Still the old member: ask again on a new connection (a
+                // kept session stays where it was opened).
+                Some(_) => self.conn = None,
                 None => errors += 1,
             }
             if start.elapsed() > within {
@@ -219,6 +224,16 @@ impl Prober<'_> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+}
+
+/// Adds haproxy's own log to an error, if haproxy was involved.
+fn explain(e: anyhow::Error, h: &Option<Haproxy>) -> anyhow::Error {
+    match h {
+        Some(h) => {
+            e.context(std::fs::read_to_string(h.dir.join("haproxy.log")).unwrap_or_default())
+        }
+        None => e,
     }
 }
 
@@ -257,7 +272,8 @@ fn series(system: System, fault: Fault, trials: usize) -> anyhow::Result<Series>
             target,
             conn: None,
         };
-        p.until("east", Duration::from_secs(15))?;
+        p.until("east", Duration::from_secs(15))
+            .map_err(|e| explain(e, &haproxy))?;
         drop(p);
         // A live kept connection on east when the fault hits.
         let conn = {
@@ -275,7 +291,9 @@ fn series(system: System, fault: Fault, trials: usize) -> anyhow::Result<Series>
             target,
             conn,
         };
-        let (took, errs) = p2.until("west", Duration::from_secs(30))?;
+        let (took, errs) = p2
+            .until("west", Duration::from_secs(30))
+            .map_err(|e| explain(e, &haproxy))?;
         drop(p2);
         times.push(took.as_secs_f64() * 1000.0);
         errors.push(errs);
@@ -319,7 +337,7 @@ pub fn run_all(trials: usize, quick: bool) -> anyhow::Result<Vec<Series>> {
             // HAProxy's defaults take ~10 s a trial: fewer trials keep the
             // whole run near ten minutes.
             let n = if system == System::HaproxyDefaults {
-                if quick { 1 } else { 5 }
+                if quick { 1 } else { 3 }
             } else {
                 trials
             };

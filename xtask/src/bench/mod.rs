@@ -67,6 +67,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     // SAFETY: set before any thread of ours starts.
     unsafe { std::env::set_var("REDIRECTOR_BIN", &bin) };
     let started = std::time::Instant::now();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("failover") {
+        let f = failover::run_all(if quick { 3 } else { 20 }, quick)?;
+        println!("{}", failover::table(&f, quick));
+        return Ok(());
+    }
     println!("bench: per-packet cost (BPF_PROG_TEST_RUN)");
     let packet = packet::measure_all(quick)?;
     println!("bench: flips with 1,000 services");
