@@ -188,7 +188,12 @@ pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandl
         vip,
         machine,
         resolved,
-        last: vec![None; cfg.members.len()],
+        last: cfg.members.iter().map(|_| None).collect(),
+        handles: cfg
+            .members
+            .iter()
+            .map(|m| MemberMetrics::new(&shared.metrics, &cfg.name, &m.name))
+            .collect(),
         transition,
         shared: Shared {
             writer: shared.writer.clone(),
@@ -258,12 +263,33 @@ async fn probe_loop(mut p: ProbeLoop) {
     }
 }
 
+struct MemberMetrics {
+    check: prometheus_client::metrics::histogram::Histogram,
+    up: prometheus_client::metrics::gauge::Gauge,
+    active: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl MemberMetrics {
+    fn new(m: &Metrics, service: &str, member: &str) -> Self {
+        let labels = Metrics::member(service, member);
+        Self {
+            check: m.check_seconds.get_or_create(&labels).clone(),
+            up: m.member_up.get_or_create(&labels).clone(),
+            active: m.active_member.get_or_create(&labels).clone(),
+        }
+    }
+}
+
 struct ServiceTask {
     cfg: config::Service,
     vip: Endpoint,
     machine: ServiceMachine,
     resolved: Vec<Option<SocketAddr>>,
-    last: Vec<Option<CheckStatus>>,
+    /// Last check of each member, converted for status only when asked.
+    last: Vec<Option<(Outcome, Instant)>>,
+    /// Metric handles per member, looked up once (no label allocation per
+    /// check).
+    handles: Vec<MemberMetrics>,
     transition: Vec<watch::Sender<bool>>,
     shared: Shared,
     sent_down: Option<BTreeMap<Endpoint, u32>>,
@@ -283,49 +309,53 @@ impl ServiceTask {
                 .machine
                 .next_deadline(now)
                 .unwrap_or(now + Duration::from_secs(3600));
-            tokio::select! {
+            // Whether anything the data path or the gauges show may have
+            // changed; most checks change nothing.
+            let changed = tokio::select! {
                 msg = rx.recv() => match msg {
                     None => return,
                     Some(Msg::Check { member, outcome, addr, at }) => self.on_check(member, outcome, addr, at).await,
                     Some(Msg::Op { op, reply }) => {
                         let r = self.on_op(op).await;
                         let _ = reply.send(r);
+                        true
                     }
                     Some(Msg::Status { reply }) => {
                         let _ = reply.send(self.status());
+                        false
                     }
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let flip = self.machine.on_tick(Instant::now());
                     self.apply(flip).await;
+                    true
                 }
+            };
+            if changed {
+                self.sync_down().await;
+                self.update_gauges();
             }
-            self.sync_down().await;
-            self.update_gauges();
         }
     }
 
+    /// Returns whether the member's health or the active member changed.
     async fn on_check(
         &mut self,
         member: usize,
         outcome: Outcome,
         addr: Option<SocketAddr>,
         at: Instant,
-    ) {
+    ) -> bool {
         let name = &self.cfg.members[member].name;
-        self.shared
-            .metrics
-            .check_seconds
-            .get_or_create(&Metrics::member(&self.cfg.name, name))
+        self.handles[member]
+            .check
             .observe(outcome.latency.as_secs_f64());
-        self.last[member] = Some(CheckStatus {
-            healthy: outcome.healthy,
-            latency_ms: outcome.latency.as_secs_f64() * 1000.0,
-            error: outcome.error.clone(),
-            code: outcome.code.clone(),
-            at_unix_ms: unix_ms(at),
-        });
+        let healthy = outcome.healthy;
+        let error_text = if healthy { None } else { outcome.error.clone() };
+        self.last[member] = Some((outcome, at));
+        let mut changed = false;
         if addr.is_some() && addr != self.resolved[member] {
+            changed = true;
             tracing::info!(service = self.cfg.name, member = name, old = ?self.resolved[member], new = ?addr, "member address changed");
             self.resolved[member] = addr;
             if self.machine.active == Some(member)
@@ -340,19 +370,23 @@ impl ServiceTask {
             }
         }
         let before = self.machine.members[member].health;
-        let flip = self.machine.on_check(member, outcome.healthy, at);
+        let flip = self.machine.on_check(member, healthy, at);
         let after = self.machine.members[member].health;
         if before != after {
             tracing::info!(
                 service = self.cfg.name,
                 member = name,
                 health = ?after,
-                error = outcome.error.as_deref().unwrap_or(""),
+                error = error_text.as_deref().unwrap_or(""),
                 "member health changed"
             );
         }
-        let _ = self.transition[member].send(self.machine.members[member].in_transition());
+        let transition = self.machine.members[member].in_transition();
+        self.transition[member]
+            .send_if_modified(|t| std::mem::replace(t, transition) != transition);
+        changed |= before != after || flip.is_some();
         self.apply(flip).await;
+        changed
     }
 
     fn member_index(&self, name: &str) -> Result<usize, String> {
@@ -479,15 +513,9 @@ impl ServiceTask {
     }
 
     fn update_gauges(&self) {
-        let m = &self.shared.metrics;
-        for (i, member) in self.cfg.members.iter().enumerate() {
-            let labels = Metrics::member(&self.cfg.name, &member.name);
-            m.member_up
-                .get_or_create(&labels)
-                .set(i64::from(self.machine.members[i].health == Health::Up));
-            m.active_member
-                .get_or_create(&labels)
-                .set(i64::from(self.machine.active == Some(i)));
+        for (i, h) in self.handles.iter().enumerate() {
+            h.up.set(i64::from(self.machine.members[i].health == Health::Up));
+            h.active.set(i64::from(self.machine.active == Some(i)));
         }
     }
 
@@ -512,7 +540,13 @@ impl ServiceTask {
                     priority: m.priority,
                     health: self.machine.members[i].health,
                     drained: self.machine.members[i].drained,
-                    last_check: self.last[i].clone(),
+                    last_check: self.last[i].as_ref().map(|(o, at)| CheckStatus {
+                        healthy: o.healthy,
+                        latency_ms: o.latency.as_secs_f64() * 1000.0,
+                        error: o.error.clone(),
+                        code: o.code.clone(),
+                        at_unix_ms: unix_ms(*at),
+                    }),
                 })
                 .collect(),
         }

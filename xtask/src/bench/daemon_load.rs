@@ -1,5 +1,7 @@
 //! The daemon's own cost: RSS and CPU while it checks 1,000 services every
-//! 250 ms (two members each, on the demo topology's two redis servers).
+//! 250 ms. Every member is a distinct endpoint: service i uses port
+//! 10000+i on both member hosts, where nft redirects ports 10000-10999 to
+//! the host's one redis-server (many Redis ports on a few hosts).
 
 use std::time::{Duration, Instant};
 
@@ -20,9 +22,10 @@ fn config(services: usize) -> String {
     );
     for i in 0..services {
         c += &format!(
-            "\n[[services]]\nname = \"s{i}\"\nvip = \"198.19.{}.{}:6379\"\n[services.check]\nkind = \"redis-ping\"\ninterval = \"250ms\"\ntimeout = \"250ms\"\n[[services.members]]\nname = \"east\"\naddr = \"198.18.1.10:6379\"\n[[services.members]]\nname = \"west\"\naddr = \"198.18.2.10:6379\"\n",
+            "\n[[services]]\nname = \"s{i}\"\nvip = \"198.19.{}.{}:6379\"\n[services.check]\nkind = \"redis-ping\"\ninterval = \"250ms\"\ntimeout = \"250ms\"\n[[services.members]]\nname = \"east\"\naddr = \"198.18.1.10:{port}\"\n[[services.members]]\nname = \"west\"\naddr = \"198.18.2.10:{port}\"\n",
             i / 250,
-            i % 250 + 1
+            i % 250 + 1,
+            port = 10000 + i
         );
     }
     c
@@ -48,6 +51,11 @@ fn rss_kb(pid: u32) -> u64 {
 
 pub fn measure(services: usize, seconds: u64) -> anyhow::Result<DaemonLoad> {
     let t = Topology::new(true);
+    for ns in [&t.east.ns, &t.west.ns] {
+        ns.cmd("nft add table ip rdtports");
+        ns.cmd("nft add chain ip rdtports pre { type nat hook prerouting priority -100 ; }");
+        ns.cmd("nft add rule ip rdtports pre tcp dport 10000-10999 redirect to :6379");
+    }
     let d = DaemonProc::start(&t, &config(services));
     // Let every service settle before measuring.
     std::thread::sleep(Duration::from_secs(2));

@@ -67,6 +67,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     // SAFETY: set before any thread of ours starts.
     unsafe { std::env::set_var("REDIRECTOR_BIN", &bin) };
     let started = std::time::Instant::now();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("daemon") {
+        let d = daemon_load::measure(1000, 10)?;
+        println!("{}", serde_json::to_string_pretty(&d)?);
+        return Ok(());
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("failover") {
         let f = failover::run_all(if quick { 3 } else { 20 }, quick)?;
         println!("{}", failover::table(&f, quick));
