@@ -110,7 +110,7 @@ pub struct Series {
     pub max_ms: f64,
 }
 
-const REDIRECTOR_CONFIG: &str = r#"
+pub const REDIRECTOR_CONFIG: &str = r#"
 [datapath]
 interfaces = ["eth0"]
 pin_path = "{pin_path}"
@@ -148,13 +148,13 @@ fn haproxy_config(tuned: bool) -> String {
 }
 
 /// haproxy in the app namespace, killed by PID on drop.
-struct Haproxy {
+pub struct Haproxy {
     child: Child,
     dir: std::path::PathBuf,
 }
 
 impl Haproxy {
-    fn start(t: &Topology, tuned: bool) -> anyhow::Result<Self> {
+    pub fn start(t: &Topology, tuned: bool) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique("haproxy"));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("haproxy.cfg");

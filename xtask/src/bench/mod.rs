@@ -7,6 +7,7 @@ mod daemon_load;
 mod failover;
 mod packet;
 mod scale;
+mod throughput;
 
 use std::{fmt::Write as _, path::Path};
 
@@ -22,6 +23,7 @@ struct Results {
     conntrack: scale::BigConntrack,
     daemon: daemon_load::DaemonLoad,
     failover: Vec<failover::Series>,
+    throughput: Vec<throughput::Cell>,
 }
 
 #[derive(serde::Serialize)]
@@ -67,6 +69,11 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     // SAFETY: set before any thread of ours starts.
     unsafe { std::env::set_var("REDIRECTOR_BIN", &bin) };
     let started = std::time::Instant::now();
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
+        let c = throughput::run(if quick { 2 } else { 5 }, quick)?;
+        println!("{}", throughput::table(&c, quick));
+        return Ok(());
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("daemon") {
         let d = daemon_load::measure(1000, 10)?;
         println!("{}", serde_json::to_string_pretty(&d)?);
@@ -86,6 +93,8 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let conntrack = scale::big_conntrack(entries, if quick { 100_000 } else { 1_000_000 })?;
     println!("bench: daemon RSS and CPU with 1,000 services");
     let daemon = daemon_load::measure(1000, if quick { 3 } else { 10 })?;
+    println!("bench: throughput and latency (redis-benchmark, three paths)");
+    let throughput = throughput::run(if quick { 2 } else { 5 }, quick)?;
     println!("bench: failover trials");
     let failover = failover::run_all(if quick { 3 } else { 20 }, quick)?;
     let results = Results {
@@ -99,6 +108,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         conntrack,
         daemon,
         failover,
+        throughput,
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
     std::fs::create_dir_all(root.join("results"))?;
@@ -113,6 +123,10 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     };
     std::fs::write(root.join(name), &report)?;
     std::fs::write(root.join("failover.svg"), failover::svg(&results.failover))?;
+    std::fs::write(
+        root.join("throughput.svg"),
+        throughput::svg(&results.throughput),
+    )?;
     println!("{report}");
     println!("bench: wrote {} and bench/{name}", json.display());
     Ok(())
@@ -139,6 +153,9 @@ fn report(r: &Results, took: std::time::Duration) -> String {
         m.cpu,
         m.kernel
     );
+    let _ = writeln!(o, "## Throughput and latency\n");
+    o += &throughput::table(&r.throughput, r.quick);
+    o += "\n![throughput](throughput.svg)\n\n";
     let _ = writeln!(o, "## Per-packet program cost\n");
     let p0 = r.packet.first();
     let _ = writeln!(
@@ -206,6 +223,6 @@ fn report(r: &Results, took: std::time::Duration) -> String {
     );
     let _ = writeln!(o, "## Failover time\n");
     o += &failover::table(&r.failover, r.quick);
-    o += "\n![failover times](failover.svg)\n\n## Not measured yet\n\nThroughput and latency through the three paths (redis-benchmark, a Rust load generator with HDR histograms, CPU per request) and the latency timeline plot are not part of this run yet.\n";
+    o += "\n![failover times](failover.svg)\n\n## Not measured yet\n\nA Rust load generator with HDR histograms at fixed request rates, and a latency timeline through a failover (redirector and HAProxy side by side), are not part of this run yet.\n";
     o
 }
