@@ -150,7 +150,7 @@ fn haproxy_config(tuned: bool) -> String {
 /// haproxy in the app namespace, killed by PID on drop.
 pub struct Haproxy {
     child: Child,
-    dir: std::path::PathBuf,
+    pub dir: std::path::PathBuf,
 }
 
 impl Haproxy {

@@ -137,7 +137,7 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
     // cores, 250 ms check timeouts can expire and `shutdown-sessions` would
     // cut the benchmark's connections (seen in a run), which measures the
     // checks, not the proxy.
-    let _haproxy = Haproxy::start(&t, false)?;
+    let haproxy = Haproxy::start(&t, false)?;
     std::thread::sleep(Duration::from_secs(1));
     let mut cells: Vec<Cell> = Vec::new();
     for _ in 0..rounds {
@@ -149,7 +149,23 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
                 (false, _) => 500_000,
             };
             for path in Path::ALL {
-                for (test, s) in bench(&t, path, pipeline, requests)? {
+                // A run that breaks off (seen now and then through HAProxy:
+                // "Server closed the connection") is retried, and said so.
+                let mut attempt = 0;
+                let rows = loop {
+                    match bench(&t, path, pipeline, requests) {
+                        Ok(r) => break r,
+                        Err(e) if attempt < 2 => {
+                            attempt += 1;
+                            println!("  retrying {} P{pipeline}: {e}", path.name());
+                        }
+                        Err(e) => {
+                            let log = std::fs::read_to_string(haproxy.dir.join("haproxy.log"));
+                            return Err(e.context(log.unwrap_or_default()));
+                        }
+                    }
+                };
+                for (test, s) in rows {
                     match cells
                         .iter_mut()
                         .find(|c| c.path == path && c.test == test && c.pipeline == pipeline)
