@@ -9,6 +9,7 @@ pub mod daemon;
 pub mod netns;
 pub mod pins;
 pub mod resp;
+pub mod testrun;
 pub mod topology;
 
 #[cfg(test)]

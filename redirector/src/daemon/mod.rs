@@ -168,12 +168,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
 impl Daemon {
     async fn handle(&mut self, req: Request) -> Response {
         match req {
-            Request::Status => match self.status().await {
-                Ok(s) => Response {
-                    status: Some(s),
-                    ..Response::ok("status")
-                },
-                Err(e) => Response::err(e),
+            Request::Status => Response {
+                status: Some(self.status().await),
+                ..Response::ok("status")
             },
             Request::History => Response {
                 history: Some(self.shared.history.all()),
@@ -213,7 +210,7 @@ impl Daemon {
         }
     }
 
-    async fn status(&self) -> Result<DaemonStatus, String> {
+    async fn status(&self) -> DaemonStatus {
         let mut services = Vec::new();
         for h in self.services.values() {
             let (reply, rx) = oneshot::channel();
@@ -233,14 +230,14 @@ impl Daemon {
             ),
             None => (Vec::new(), 0),
         };
-        Ok(DaemonStatus {
+        DaemonStatus {
             config: self.config_path.display().to_string(),
             pin_path: self.config.datapath.pin_path.display().to_string(),
             attachments: self.attachments.clone(),
             services,
             counters,
             flows,
-        })
+        }
     }
 
     /// Applies the config file again. Anything invalid is rejected before

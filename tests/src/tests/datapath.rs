@@ -157,14 +157,35 @@ fn restarted_loader_adopts_links_and_keeps_open_connections() {
     drop(dp);
     // Between two loads nothing runs in userspace; traffic still flows.
     assert_eq!(open.get("region").unwrap().as_deref(), Some("east"));
+    // As after an upgrade from a build without the port filters: they are
+    // created empty and must be refilled from the services and flows.
+    for m in [
+        redirector_common::VIP_PORTS,
+        redirector_common::MEMBER_PORTS,
+    ] {
+        std::fs::remove_file(t.pins.path.join("maps").join(m)).unwrap();
+    }
     let dp = load(&t, IngressMode::Auto);
     assert!(
         dp.attachments.iter().all(|a| a.adopted),
         "{:?}",
         dp.attachments
     );
+    assert_eq!(
+        region(&t, v),
+        "east",
+        "new connections pass the refilled filters"
+    );
     assert_eq!(open.get("region").unwrap().as_deref(), Some("east"));
-    assert_eq!(dp.maps.flows().unwrap().len(), 1, "conntrack was not reset");
+    let open_flow = redirector_common::Endpoint::from(open.local_addr());
+    assert!(
+        dp.maps
+            .flows()
+            .unwrap()
+            .iter()
+            .any(|f| f.flow.client == open_flow),
+        "conntrack was not reset: the open connection's flow is still there"
+    );
     // Switching the ingress mode replaces the XDP link with a TC one.
     let dp = load(&t, IngressMode::Tc);
     let hooks: Vec<Hook> = dp.attachments.iter().map(|a| a.hook).collect();

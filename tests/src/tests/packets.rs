@@ -91,22 +91,14 @@ fn run<P>(prog: &P, frame: &[u8]) -> (u32, Vec<u8>)
 where
     P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
 {
-    let mut output = vec![0u8; frame.len() + 256];
-    let res = prog
-        .test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut output),
-            ..TestRunOptions::default()
-        })
-        .unwrap_or_else(|e| {
-            panic!(
-                "BPF_PROG_TEST_RUN of {} on {} bytes: {e:?}",
-                std::any::type_name::<P>(),
-                frame.len()
-            )
-        });
-    output.truncate(res.data_size_out as usize);
-    (res.return_value, output)
+    let r = crate::testrun::run(prog, frame, 1, None).unwrap_or_else(|e| {
+        panic!(
+            "BPF_PROG_TEST_RUN of {} on {} bytes: {e:?}",
+            std::any::type_name::<P>(),
+            frame.len()
+        )
+    });
+    (r.verdict, r.packet)
 }
 
 fn dst_of(frame: &[u8]) -> Endpoint {
@@ -435,17 +427,9 @@ fn egress_follows_the_fib_to_the_members_next_hop() {
         let mut ctx = [0u8; 44];
         ctx[40..44].copy_from_slice(&ifindex0.to_ne_bytes());
         let egress_on_fib0 = |frame: &[u8]| {
-            let mut out = vec![0u8; frame.len() + 64];
-            let r = prog
-                .test_run(TestRunOptions {
-                    data_in: Some(frame),
-                    data_out: Some(&mut out),
-                    ctx_in: Some(&ctx),
-                    ..TestRunOptions::default()
-                })
+            let r = crate::testrun::run(prog, frame, 1, Some(&ctx))
                 .expect("BPF_PROG_TEST_RUN with ctx");
-            out.truncate(r.data_size_out as usize);
-            (r.return_value, out)
+            (r.verdict, r.packet)
         };
         let n = v4();
         h.maps.set_active(n.vip, n.east).unwrap();

@@ -18,6 +18,8 @@ use std::{
 };
 
 use anyhow::bail;
+
+use super::summary;
 use redirector_tests::{
     daemon::DaemonProc,
     resp::Client,
@@ -237,11 +239,6 @@ fn explain(e: anyhow::Error, h: &Option<Haproxy>) -> anyhow::Error {
     }
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 fn series(system: System, fault: Fault, trials: usize) -> anyhow::Result<Series> {
     let mut t = Topology::new(true);
     let mut daemon = None;
@@ -313,14 +310,13 @@ fn series(system: System, fault: Fault, trials: usize) -> anyhow::Result<Series>
     }
     drop(haproxy);
     drop(daemon);
-    let mut sorted = times.clone();
-    sorted.sort_by(f64::total_cmp);
+    let sum = summary(&mut times.clone());
     Ok(Series {
         system,
         fault,
-        median_ms: percentile(&sorted, 0.5),
-        p95_ms: percentile(&sorted, 0.95),
-        max_ms: *sorted.last().unwrap_or(&0.0),
+        median_ms: sum.median,
+        p95_ms: sum.p95,
+        max_ms: sum.max,
         trials_ms: times,
         errors,
     })

@@ -132,6 +132,25 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Median, p95 and range of a set of samples (sorted in place).
+pub struct Summary {
+    pub median: f64,
+    pub p95: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn summary(v: &mut [f64]) -> Summary {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[(((v.len() as f64 - 1.0) * p).round() as usize).min(v.len() - 1)];
+    Summary {
+        median: v[v.len() / 2],
+        p95: at(0.95),
+        min: v[0],
+        max: v[v.len() - 1],
+    }
+}
+
 fn verdict(met: bool, quick: bool) -> &'static str {
     match (quick, met) {
         (true, _) => "not judged (--quick)",

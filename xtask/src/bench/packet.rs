@@ -11,9 +11,11 @@
 //! application host with forwarding off.
 
 use anyhow::{Context as _, bail};
+
+use super::{Summary, summary};
 use aya::{
     Ebpf,
-    programs::{SchedClassifier, TestRun, TestRunOptions, TestRunResult, Xdp},
+    programs::{SchedClassifier, Xdp},
 };
 use redirector::datapath::{
     BASELINE_OBJECT, EGRESS_PROGRAM, INGRESS_PROGRAM, Maps, XDP_PROGRAM, load_programs,
@@ -23,7 +25,7 @@ use redirector_common::{
     builder::tcp_frame,
     parse::{TCP_ACK, TCP_SYN},
 };
-use redirector_tests::{netns::NetNs, pins::PinDir, unique};
+use redirector_tests::{netns::NetNs, pins::PinDir, testrun, unique};
 
 const PSH: u8 = 0x08;
 
@@ -193,12 +195,14 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
     if stats.get(redirector_common::Stat::RewriteFailed) != 0 {
         bail!("rewrite failures during the run: {stats:?}");
     }
-    let (btc, bxdp) = (median(&mut base_tc).0, median(&mut base_xdp).0);
+    let (btc, bxdp) = (summary(&mut base_tc).median, summary(&mut base_xdp).median);
     Ok(cases
         .iter()
         .zip(samples.iter_mut())
         .map(|(c, s)| {
-            let (median, min, max) = median(s);
+            let Summary {
+                median, min, max, ..
+            } = summary(s);
             Row {
                 name: c.name,
                 median,
@@ -216,11 +220,6 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
         .collect())
 }
 
-fn median(v: &mut [f64]) -> (f64, f64, f64) {
-    v.sort_by(f64::total_cmp);
-    (v[v.len() / 2], v[0], v[v.len() - 1])
-}
-
 pub fn run_once(
     ebpf: &Ebpf,
     baseline: &Ebpf,
@@ -236,17 +235,10 @@ pub fn run_once(
         Prog::BaselineXdp => (baseline, "baseline_xdp"),
     };
     let p = obj.program(name).expect("loaded");
-    let mut out = vec![0u8; frame.len() + 256];
-    let opts = TestRunOptions {
-        data_in: Some(frame),
-        data_out: Some(&mut out),
-        repeat,
-        ..TestRunOptions::default()
-    };
-    let r: TestRunResult = if matches!(prog, Prog::Xdp | Prog::BaselineXdp) {
-        <&Xdp>::try_from(p)?.test_run(opts)?
+    let r = if matches!(prog, Prog::Xdp | Prog::BaselineXdp) {
+        testrun::run(<&Xdp>::try_from(p)?, frame, repeat, None)?
     } else {
-        <&SchedClassifier>::try_from(p)?.test_run(opts)?
+        testrun::run(<&SchedClassifier>::try_from(p)?, frame, repeat, None)?
     };
-    Ok(r.duration.as_nanos() as f64)
+    Ok(r.ns_per_run)
 }

@@ -3,10 +3,12 @@
 
 use std::time::Instant;
 
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::SchedClassifier;
 use redirector::datapath::{EGRESS_PROGRAM, Maps, load_programs};
 use redirector_common::{Endpoint, builder::tcp_frame, parse::TCP_SYN};
-use redirector_tests::{netns::NetNs, pins::PinDir, unique};
+use redirector_tests::{netns::NetNs, pins::PinDir, testrun, unique};
+
+use super::summary;
 
 #[derive(serde::Serialize)]
 pub struct Flips {
@@ -50,12 +52,10 @@ pub fn flips(services: usize, rounds: usize) -> anyhow::Result<Flips> {
             }
             alls.push(t.elapsed().as_secs_f64() * 1e3);
         }
-        singles.sort_by(f64::total_cmp);
-        alls.sort_by(f64::total_cmp);
         Ok(Flips {
             services,
-            one_flip_us: singles[singles.len() / 2],
-            all_flips_ms: alls[alls.len() / 2],
+            one_flip_us: summary(&mut singles).median,
+            all_flips_ms: summary(&mut alls).median,
             rounds,
         })
     })
@@ -82,14 +82,7 @@ pub fn big_conntrack(entries: u32, repeat: u32) -> anyhow::Result<BigConntrack> 
         maps.set_active(vip, vip)?;
         let prog: &SchedClassifier = ebpf.program(EGRESS_PROGRAM).expect("loaded").try_into()?;
         let run = |frame: &[u8], repeat: u32| -> anyhow::Result<f64> {
-            let mut out = vec![0u8; frame.len() + 64];
-            let r = prog.test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut out),
-                repeat,
-                ..TestRunOptions::default()
-            })?;
-            Ok(r.duration.as_nanos() as f64)
+            Ok(testrun::run(prog, frame, repeat, None)?.ns_per_run)
         };
         // Distinct clients in 198.18.0.0/15 (no packet leaves TEST_RUN).
         let client = |i: u32| {
@@ -113,12 +106,10 @@ pub fn big_conntrack(entries: u32, repeat: u32) -> anyhow::Result<BigConntrack> 
         for _ in 0..5 {
             full.push(run(&probe, repeat)?);
         }
-        small.sort_by(f64::total_cmp);
-        full.sort_by(f64::total_cmp);
         Ok(BigConntrack {
             entries,
-            hit_small_ns: small[2],
-            hit_full_ns: full[2],
+            hit_small_ns: summary(&mut small).median,
+            hit_full_ns: summary(&mut full).median,
             repeat,
         })
     })

@@ -9,7 +9,10 @@ use std::{fmt::Write as _, process::Command, time::Duration};
 use anyhow::{Context as _, bail};
 use redirector_tests::{daemon::DaemonProc, topology::Topology};
 
-use super::failover::{Haproxy, REDIRECTOR_CONFIG};
+use super::{
+    failover::{Haproxy, REDIRECTOR_CONFIG},
+    summary,
+};
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
 pub enum Path {
@@ -125,8 +128,7 @@ fn bench(
 }
 
 fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    summary(v).median
 }
 
 pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
@@ -189,10 +191,8 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
         }
     }
     for c in &mut cells {
-        let mut rps: Vec<f64> = c.samples.iter().map(|s| s.rps).collect();
-        c.rps_median = median(&mut rps);
-        c.rps_min = rps[0];
-        c.rps_max = rps[rps.len() - 1];
+        let rps = summary(&mut c.samples.iter().map(|s| s.rps).collect::<Vec<_>>());
+        (c.rps_median, c.rps_min, c.rps_max) = (rps.median, rps.min, rps.max);
         c.p50_median_ms = median(&mut c.samples.iter().map(|s| s.p50_ms).collect::<Vec<_>>());
         c.p99_median_ms = median(&mut c.samples.iter().map(|s| s.p99_ms).collect::<Vec<_>>());
         c.cpu_us_median = median(
