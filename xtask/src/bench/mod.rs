@@ -112,21 +112,18 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
     std::fs::create_dir_all(root.join("results"))?;
-    let json = root.join(format!("results/{}.json", results.unix_time));
+    // Quick runs write beside the committed full report, never over it.
+    let tag = if quick { "-quick" } else { "" };
+    let json = root.join(format!("results/{}{tag}.json", results.unix_time));
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", json.display()))?;
-    let report = report(&results, started.elapsed());
-    let name = if quick {
-        "REPORT-quick.md"
-    } else {
-        "REPORT.md"
-    };
-    std::fs::write(root.join(name), &report)?;
-    std::fs::write(root.join("failover.svg"), failover::svg(&results.failover))?;
-    std::fs::write(
-        root.join("throughput.svg"),
-        throughput::svg(&results.throughput),
-    )?;
+    let report = report(&results, started.elapsed(), tag);
+    let name = format!("REPORT{tag}.md");
+    std::fs::write(root.join(&name), &report)?;
+    let failover_svg = failover::svg(&results.failover);
+    std::fs::write(root.join(format!("failover{tag}.svg")), failover_svg)?;
+    let throughput_svg = throughput::svg(&results.throughput);
+    std::fs::write(root.join(format!("throughput{tag}.svg")), throughput_svg)?;
     println!("{report}");
     println!("bench: wrote {} and bench/{name}", json.display());
     Ok(())
@@ -159,7 +156,7 @@ fn verdict(met: bool, quick: bool) -> &'static str {
     }
 }
 
-fn report(r: &Results, took: std::time::Duration) -> String {
+fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
     let mut o = String::new();
     let m = &r.machine;
     let _ = writeln!(o, "# redirector benchmark report\n");
@@ -174,7 +171,7 @@ fn report(r: &Results, took: std::time::Duration) -> String {
     );
     let _ = writeln!(o, "## Throughput and latency\n");
     o += &throughput::table(&r.throughput, r.quick);
-    o += "\n![throughput](throughput.svg)\n\n";
+    let _ = writeln!(o, "\n![throughput](throughput{tag}.svg)\n");
     let _ = writeln!(o, "## Per-packet program cost\n");
     let p0 = r.packet.first();
     let _ = writeln!(
@@ -242,6 +239,7 @@ fn report(r: &Results, took: std::time::Duration) -> String {
     );
     let _ = writeln!(o, "## Failover time\n");
     o += &failover::table(&r.failover, r.quick);
-    o += "\n![failover times](failover.svg)\n\n## Not measured yet\n\nA Rust load generator with HDR histograms at fixed request rates, and a latency timeline through a failover (redirector and HAProxy side by side), are not part of this run yet.\n";
+    let _ = writeln!(o, "\n![failover times](failover{tag}.svg)\n");
+    o += "## Not measured yet\n\nA Rust load generator with HDR histograms at fixed request rates, and a latency timeline through a failover (redirector and HAProxy side by side), are not part of this run yet.\n";
     o
 }
