@@ -1,12 +1,17 @@
 //! Project chores: `setup` (install what a bare machine lacks), `test` (the
-//! whole suite, with a one-line summary), `demo`, `bench` (measurements). The eBPF object itself is built by
-//! aya-build from `redirector/build.rs`, not here.
+//! whole suite, with a one-line summary), `demo`, `bench` (measurements).
+//!
+//! xtask depends on no project crate, so it builds on a bare machine; every
+//! task runs setup first and only then builds the project (whose build.rs
+//! compiles the eBPF object with aya-build). The demo and the benchmark
+//! harness are binaries of `redirector-tests`.
 
-mod bench;
-mod demo;
 mod setup;
 mod test;
 
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -34,10 +39,11 @@ enum Task {
         #[arg(long)]
         keep: bool,
     },
-    /// Measure: per-packet program cost via BPF_PROG_TEST_RUN (more
-    /// figures come with the benchmark issue).
+    /// Every measurement in one run (release build): throughput and latency
+    /// against direct and HAProxy paths, per-packet cost, scale, daemon cost,
+    /// failover times. Writes bench/REPORT.md and bench/results/.
     Bench {
-        /// Fewer repetitions, for CI.
+        /// Fewer rounds and trials, no targets judged (CI).
         #[arg(long)]
         quick: bool,
     },
@@ -47,7 +53,62 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Test { filter } => test::run(filter.as_deref()),
-        Task::Bench { quick } => bench::run(quick),
-        Task::Demo { keep } => demo::run(keep),
+        Task::Demo { keep } => {
+            setup::run()?;
+            let mut args = vec!["run", "--quiet", "--package", "redirector-tests"];
+            // The demo's daemon binary sits beside the demo binary.
+            cargo(&[
+                "build",
+                "--quiet",
+                "--package",
+                "redirector",
+                "--bin",
+                "redirector",
+            ])?;
+            args.extend(["--bin", "demo", "--"]);
+            if keep {
+                args.push("--keep");
+            }
+            cargo(&args)
+        }
+        Task::Bench { quick } => {
+            setup::run()?;
+            cargo(&[
+                "build",
+                "--quiet",
+                "--release",
+                "--package",
+                "redirector",
+                "--bin",
+                "redirector",
+            ])?;
+            let mut args = vec![
+                "run",
+                "--quiet",
+                "--release",
+                "--package",
+                "redirector-tests",
+                "--bin",
+                "bench",
+                "--",
+            ];
+            if quick {
+                args.push("--quick");
+            }
+            cargo(&args)
+        }
     }
+}
+
+/// Runs cargo with `args`, failing if it fails.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let ok = Command::new("cargo")
+        .args(args)
+        .status()
+        .context("run cargo")?
+        .success();
+    if !ok {
+        bail!("cargo {} failed", args.join(" "));
+    }
+    Ok(())
 }

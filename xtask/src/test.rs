@@ -9,6 +9,8 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
+use crate::cargo;
+
 /// Prefix of every namespace and pin the tests create (tests/src/lib.rs).
 const TEST_PREFIX: &str = "rdt";
 
@@ -46,18 +48,6 @@ pub fn run(filter: Option<&str>) -> anyhow::Result<()> {
 unsafe extern "C" {
     #[link_name = "geteuid"]
     fn libc_geteuid() -> u32;
-}
-
-fn cargo(args: &[&str]) -> anyhow::Result<()> {
-    let ok = Command::new("cargo")
-        .args(args)
-        .status()
-        .context("run cargo")?
-        .success();
-    if !ok {
-        bail!("cargo {} failed", args.join(" "));
-    }
-    Ok(())
 }
 
 /// Runs the test command, echoing its output, and adds up the

@@ -1,4 +1,5 @@
-//! `cargo xtask demo`: the product end to end on this machine, in network
+//! The demo behind `cargo xtask demo` (which installs what it needs and
+//! builds the daemon first): the product end to end on this machine, in network
 //! namespaces: an application host, a router and two regions (east, west),
 //! each running redis-server with `region` set to its name. The real daemon
 //! runs `config/demo.toml`; a client talks to the VIP and prints who
@@ -6,7 +7,6 @@
 
 use std::{
     path::Path,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -19,23 +19,8 @@ use redirector_tests::{
 
 const SERVICE: &str = "cache";
 
-pub fn run(keep: bool) -> anyhow::Result<()> {
-    crate::setup::run()?;
-    let ok = Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--package",
-            "redirector",
-            "--bin",
-            "redirector",
-        ])
-        .status()
-        .context("cargo build")?
-        .success();
-    if !ok {
-        bail!("building redirector failed");
-    }
+fn main() -> anyhow::Result<()> {
+    let keep = std::env::args().skip(1).any(|a| a == "--keep");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let config_path = root.join("config/demo.toml");
     let text = std::fs::read_to_string(&config_path)

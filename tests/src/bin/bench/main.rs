@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: every measurement in one run, on this machine, in
-//! network namespaces. Writes `bench/results/<unix time>.json` and
+//! The benchmark harness behind `cargo xtask bench` (which installs what it
+//! needs, builds the release daemon and runs this binary in release mode):
+//! every measurement in one run, on this machine, in network namespaces. Writes `bench/results/<unix time>.json` and
 //! `bench/REPORT.md` (the latest report is committed). `--quick` runs a
 //! short version (CI), without targets being judged.
 
@@ -50,28 +51,19 @@ fn machine() -> Machine {
     }
 }
 
-pub fn run(quick: bool) -> anyhow::Result<()> {
-    crate::setup::run()?;
-    let ok = std::process::Command::new("cargo")
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--package",
-            "redirector",
-            "--bin",
-            "redirector",
-        ])
-        .status()?
-        .success();
-    anyhow::ensure!(ok, "building redirector failed");
-    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/redirector");
-    // SAFETY: set before any thread of ours starts.
-    unsafe { std::env::set_var("REDIRECTOR_BIN", &bin) };
+fn main() -> anyhow::Result<()> {
+    let quick = std::env::args().skip(1).any(|a| a == "--quick");
+    // `cargo xtask bench` builds the release daemon beside this binary,
+    // where `redirector_tests::daemon::binary` finds it.
     let started = std::time::Instant::now();
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         let c = throughput::run(if quick { 2 } else { 5 }, quick)?;
         println!("{}", throughput::table(&c, quick));
+        return Ok(());
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("packet") {
+        let rows = packet::measure_all(quick)?;
+        println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("daemon") {
