@@ -3,6 +3,7 @@
 //! reloads on SIGHUP. SIGTERM stops the daemon and leaves the data path in
 //! place: traffic keeps flowing on the last decision.
 
+pub mod probe;
 pub mod service;
 pub mod writer;
 

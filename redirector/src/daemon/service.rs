@@ -1,8 +1,7 @@
 //! One task per service: it owns the service's decision state machine,
 //! receives its members' check results and operator commands, and sends
-//! every decision to the map writer. One probe task per member runs the
-//! checks, at `interval`, or `fast_interval` while a result awaits
-//! confirmation, and re-resolves DNS names.
+//! every decision to the map writer. One probe task per member
+//! ([`super::probe`]) runs the checks and re-resolves DNS names.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -17,17 +16,18 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::writer::Writer;
+use super::{
+    probe::{self, ProbeLoop},
+    writer::Writer,
+};
 use crate::{
     config,
     decide::{Flip, Health, Policy, ServiceMachine},
-    health::{self, Checker, Outcome},
+    health::{self, Outcome},
     metrics::{FlipLabels, Metrics, ServiceLabels},
     status::{CheckStatus, FlipRecord, MemberStatus, ServiceStatus, unix_ms},
 };
 
-/// How often DNS member names are resolved again.
-const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 /// Flip records kept for `redirector history`.
 const HISTORY_LEN: usize = 1000;
 
@@ -170,16 +170,15 @@ pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandl
             health::build(&cfg.check).map_err(|e| format!("service {}: {e}", cfg.name))?;
         let (ttx, trx) = watch::channel(true);
         transition.push(ttx);
-        tasks.push(tokio::spawn(probe_loop(ProbeLoop {
+        tasks.push(tokio::spawn(probe::run(ProbeLoop {
             member: i,
-            host: m.host.clone(),
+            host: m.host.as_str().into(),
             port: m.port,
             vip_v4,
             addr: resolved[i],
+            check: cfg.check.clone(),
             checker,
-            interval: cfg.check.interval,
-            fast_interval: cfg.check.fast_interval,
-            in_transition: trx,
+            confirming: trx,
             tx: tx.clone(),
         })));
     }
@@ -208,59 +207,6 @@ pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandl
         tx,
         tasks,
     })
-}
-
-struct ProbeLoop {
-    member: usize,
-    host: String,
-    port: u16,
-    vip_v4: bool,
-    addr: Option<SocketAddr>,
-    checker: Box<dyn Checker>,
-    interval: Duration,
-    fast_interval: Duration,
-    in_transition: watch::Receiver<bool>,
-    tx: mpsc::Sender<Msg>,
-}
-
-async fn probe_loop(mut p: ProbeLoop) {
-    let mut resolved_at = Instant::now();
-    let mut previous: Option<bool> = None;
-    loop {
-        let started = tokio::time::Instant::now();
-        if p.addr.is_none() || resolved_at.elapsed() >= RESOLVE_EVERY {
-            if let Some(a) = resolve(&p.host, p.port, p.vip_v4).await {
-                p.addr = Some(a);
-            }
-            resolved_at = Instant::now();
-        }
-        let at = Instant::now();
-        let outcome = match p.addr {
-            Some(a) => p.checker.check(a, &p.host).await,
-            None => Outcome {
-                healthy: false,
-                latency: Duration::ZERO,
-                error: Some(format!("cannot resolve {}", p.host)),
-                code: None,
-            },
-        };
-        let healthy = outcome.healthy;
-        let msg = Msg::Check {
-            member: p.member,
-            outcome,
-            addr: p.addr,
-            at,
-        };
-        if p.tx.send(msg).await.is_err() {
-            return;
-        }
-        // A result unlike the last one, or one the service still has to
-        // confirm, is followed up quickly.
-        let fast = previous != Some(healthy) || *p.in_transition.borrow();
-        previous = Some(healthy);
-        let period = if fast { p.fast_interval } else { p.interval };
-        tokio::time::sleep_until(started + period).await;
-    }
 }
 
 struct MemberMetrics {

@@ -54,6 +54,14 @@ pub trait Checker: Send {
         target: SocketAddr,
         host: &'a str,
     ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+    /// Resolves when the member closes the connection this checker keeps
+    /// between probes (process killed or restarted), so the next probe can
+    /// start at once; never resolves for checkers that keep none. The
+    /// checker forgets the dead connection.
+    fn connection_lost(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::pending())
+    }
 }
 
 /// Why a checker could not be built from its configuration.

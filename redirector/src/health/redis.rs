@@ -289,6 +289,19 @@ impl Checker for RedisChecker {
             Outcome::from_result(result, started)
         })
     }
+
+    fn connection_lost(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            match &mut self.conn {
+                // The driver task ends when the connection does.
+                Some(c) => {
+                    let _ = (&mut c.driver).await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+            self.conn = None;
+        })
+    }
 }
 
 /// `redis-setget`: SET with a TTL then GET, on the member or on every shard.
@@ -1355,6 +1368,34 @@ mod tests {
             let _server = RedisServer::start(port, dir.path(), &[]).await;
             let o = c.check(addr, "127.0.0.1").await;
             assert!(o.healthy, "{o:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn redis_connection_lost_fires_when_the_server_goes_away_and_not_before() {
+        bounded(async {
+            let dir = TempDir::new();
+            let port = free_port();
+            let server = RedisServer::start(port, dir.path(), &[]).await;
+            let addr = local(port);
+            let mut c = ping(auth(None, None, &dir), T);
+            // No kept connection yet: nothing to lose.
+            let idle = tokio::time::timeout(Duration::from_millis(100), c.connection_lost()).await;
+            assert!(idle.is_err(), "fired without a connection");
+            assert!(c.check(addr, "127.0.0.1").await.healthy);
+            let alive = tokio::time::timeout(Duration::from_millis(200), c.connection_lost()).await;
+            assert!(alive.is_err(), "fired while the server was up");
+
+            server.proc.kill();
+            tokio::time::timeout(Duration::from_secs(5), c.connection_lost())
+                .await
+                .expect("connection_lost after the server was killed");
+            // The dead connection is forgotten: the next probe connects anew
+            // and finds nobody.
+            assert!(c.conn.is_none());
+            let o = c.check(addr, "127.0.0.1").await;
+            assert!(!o.healthy, "{o:?}");
         })
         .await;
     }
