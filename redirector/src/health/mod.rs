@@ -25,6 +25,7 @@ use crate::config::{Check, CheckKind, Secret, TlsOptions};
 mod availability;
 mod exec;
 mod redis;
+mod resp;
 mod tcp;
 
 #[cfg(test)]

@@ -10,9 +10,8 @@
 //! that lands in one of the shard's slots.
 //!
 //! The connection is built here (TCP to the resolved target, TLS verified
-//! against the configured name) and handed to the redis crate's multiplexed
-//! connection, so the probe reaches the address the daemon resolved even
-//! when the certificate names a host.
+//! against the configured name, see [`super::resp`]), so the probe reaches
+//! the address the daemon resolved even when the certificate names a host.
 
 use std::{
     collections::HashMap,
@@ -27,13 +26,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use ::redis::{ErrorKind, RedisConnectionInfo, RedisError, Value, aio::MultiplexedConnection};
-use tokio::{net::TcpStream, task::JoinHandle};
+use ::redis::Value;
 use tokio_rustls::TlsConnector;
 
 use super::{
-    Checker, Failure, HealthError, Outcome, error_chain, read_secret, timeout_text,
-    tls_client_config,
+    Checker, Failure, HealthError, Outcome, error_chain, read_secret,
+    resp::{self, Conn},
+    timeout_text, tls_client_config,
 };
 use crate::config::RedisOptions;
 
@@ -70,29 +69,12 @@ impl RedisAuth {
         })
     }
 
-    fn connection_info(&self) -> RedisConnectionInfo {
-        RedisConnectionInfo {
-            username: self.username.clone(),
-            password: self.password.clone(),
-            ..RedisConnectionInfo::default()
-        }
-    }
-
     /// Connects (and authenticates) to `addr`; with TLS, the certificate
     /// must name `configured server_name` or else `host`.
     async fn connect(&self, addr: SocketAddr, host: &str) -> Result<Conn, Failure> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| Failure::new(format!("connect: {}", error_chain(&e))))?;
-        let _ = tcp.set_nodelay(true);
-        let info = self.connection_info();
-        let (conn, driver) = match &self.tls {
-            None => {
-                let (conn, driver) = MultiplexedConnection::new(&info, tcp)
-                    .await
-                    .map_err(|e| redis_failure(&e))?;
-                (conn, tokio::spawn(driver))
-            }
+        let tcp = Conn::tcp(addr).await?;
+        let stream: Box<dyn resp::Stream> = match &self.tls {
+            None => Box::new(tcp),
             Some(tls) => {
                 let name = tls.server_name.as_deref().unwrap_or(host);
                 let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
@@ -102,36 +84,16 @@ impl RedisAuth {
                     .connect(server_name, tcp)
                     .await
                     .map_err(|e| Failure::new(format!("tls: {}", error_chain(&e))))?;
-                let (conn, driver) = MultiplexedConnection::new(&info, stream)
-                    .await
-                    .map_err(|e| redis_failure(&e))?;
-                (conn, tokio::spawn(driver))
+                Box::new(stream)
             }
         };
-        Ok(Conn { addr, conn, driver })
-    }
-}
-
-/// A kept connection and the task driving it.
-struct Conn {
-    addr: SocketAddr,
-    conn: MultiplexedConnection,
-    driver: JoinHandle<()>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
-}
-
-impl Conn {
-    async fn query(&mut self, cmd: &::redis::Cmd) -> Result<Value, Failure> {
-        match cmd.query_async::<Value>(&mut self.conn).await {
-            Ok(Value::ServerError(e)) => Err(redis_failure(&RedisError::from(e))),
-            Ok(v) => Ok(v),
-            Err(e) => Err(redis_failure(&e)),
-        }
+        Conn::open(
+            addr,
+            stream,
+            self.username.as_deref(),
+            self.password.as_deref(),
+        )
+        .await
     }
 }
 
@@ -149,30 +111,6 @@ async fn kept<'c>(
     }
     slot.as_mut()
         .ok_or_else(|| Failure::new("internal: connection vanished"))
-}
-
-/// A failure from a redis error: server errors keep their prefix as the
-/// code; authentication failures are named as such (never with the
-/// password, which the redis crate does not put in errors either).
-fn redis_failure(err: &RedisError) -> Failure {
-    match err.kind() {
-        ErrorKind::AuthenticationFailed => Failure::with_code(
-            "authentication failed (WRONGPASS: wrong username or password)",
-            "AUTH",
-        ),
-        ErrorKind::IoError => {
-            if err.is_connection_dropped() {
-                Failure::new(format!("connection lost: {err}"))
-            } else {
-                Failure::new(format!("io: {err}"))
-            }
-        }
-        _ => match (err.code(), err.detail()) {
-            (Some(code), Some(detail)) => Failure::with_code(format!("{code} {detail}"), code),
-            (Some(code), None) => Failure::with_code(code.to_string(), code),
-            (None, _) => Failure::new(err.to_string()),
-        },
-    }
 }
 
 /// Whether the failure is about the connection rather than the server's
@@ -293,10 +231,7 @@ impl Checker for RedisChecker {
     fn connection_lost(&mut self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
             match &mut self.conn {
-                // The driver task ends when the connection does.
-                Some(c) => {
-                    let _ = (&mut c.driver).await;
-                }
+                Some(c) => c.closed().await,
                 None => std::future::pending::<()>().await,
             }
             self.conn = None;
@@ -860,7 +795,7 @@ mod tests {
     /// or never answers when `reply` is `None`. Stopped on drop.
     struct FakeRedis {
         addr: SocketAddr,
-        task: JoinHandle<()>,
+        task: tokio::task::JoinHandle<()>,
     }
 
     impl Drop for FakeRedis {
