@@ -105,7 +105,13 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, log_format } => {
             init_logging(log_format);
-            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            // One thread: the daemon's work is thousands of small probes and
+            // map writes, none of them blocking; without cross-thread wakeups
+            // and work stealing a probe costs less CPU (see bench/REPORT.md).
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
             rt.block_on(crate::daemon::run(config))?;
             Ok(ExitCode::SUCCESS)
         }
