@@ -15,11 +15,13 @@ pub const REVERSE_NAT: &str = "REVERSE_NAT";
 pub const DOWN_MEMBERS: &str = "DOWN_MEMBERS";
 /// Pin/map name of the per-CPU counters.
 pub const STATS: &str = "STATS";
-/// Pin/map name of the VIP port filter: index = port, non-zero if some VIP
-/// uses that port. Lets egress skip the hash lookup for other traffic.
+/// Pin/map name of the VIP port filter: index = port, value = the
+/// [`filter_bit`]s of the VIP addresses on that port. Lets egress skip the
+/// hash lookup for other traffic.
 pub const VIP_PORTS: &str = "VIP_PORTS";
-/// Pin/map name of the member port filter: index = port, non-zero if some
-/// member uses it. Lets ingress skip the reply lookup for other traffic.
+/// Pin/map name of the member port filter: index = port, value = the
+/// [`filter_bit`]s of the member addresses on it. Lets ingress skip the
+/// reply lookup for other traffic.
 pub const MEMBER_PORTS: &str = "MEMBER_PORTS";
 
 /// Every map the daemon pins, in a stable order.
