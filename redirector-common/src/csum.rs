@@ -70,6 +70,23 @@ pub fn replace<const N: usize>(check: [u8; 2], old: &[u8; N], new: &[u8; N]) -> 
     (!fold(sum)).to_be_bytes()
 }
 
+/// The 32-bit one's-complement difference of replacing the words `old` by
+/// `new` (as loaded from memory, native order): the `diff` that
+/// `bpf_l4_csum_replace` takes with size 0, and what `bpf_csum_diff` returns
+/// for the same buffers, without a helper call.
+#[inline(always)]
+pub const fn diff_words<const N: usize>(old: &[u32; N], new: &[u32; N]) -> u32 {
+    let mut sum: u64 = 0;
+    let mut i = 0;
+    while i < N {
+        sum += (!old[i]) as u64 + new[i] as u64;
+        i += 1;
+    }
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
+    sum as u32
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -198,6 +215,39 @@ mod tests {
                 }
                 assert_eq!(u16::from_be_bytes(out), !(s as u16));
             }
+        }
+    }
+
+    /// The kernel's `inet_proto_csum_replace_by_diff` for a packet that is
+    /// not CHECKSUM_PARTIAL: `*sum = csum_fold(csum_add(diff, ~csum_unfold(*sum)))`.
+    fn kernel_apply_diff(stored: [u8; 2], diff: u32) -> [u8; 2] {
+        let unfolded = !(u16::from_ne_bytes(stored) as u32);
+        let (s, carry) = diff.overflowing_add(unfolded);
+        let s = s.wrapping_add(carry as u32);
+        (!fold(s)).to_ne_bytes()
+    }
+
+    fn words<const N: usize>(b: &[u8]) -> [u32; N] {
+        core::array::from_fn(|i| u32::from_ne_bytes(b[4 * i..4 * i + 4].try_into().unwrap()))
+    }
+
+    #[test]
+    fn word_diff_applied_like_the_kernel_matches_replace() {
+        let mut rng = Lcg(9);
+        for _ in 0..5000 {
+            let check = [rng.next(), rng.next()];
+            let old = rng.bytes(16);
+            let new = rng.bytes(16);
+            let (o, n): ([u8; 16], [u8; 16]) =
+                (old[..].try_into().unwrap(), new[..].try_into().unwrap());
+            let a = kernel_apply_diff(check, diff_words::<4>(&words(&old), &words(&new)));
+            let b = replace(check, &o, &n);
+            let norm = |c: [u8; 2]| if c == [0xff, 0xff] { [0, 0] } else { c };
+            assert_eq!(norm(a), norm(b));
+            let (o4, n4): ([u8; 4], [u8; 4]) =
+                (old[..4].try_into().unwrap(), new[..4].try_into().unwrap());
+            let a = kernel_apply_diff(check, diff_words::<1>(&words(&old), &words(&new)));
+            assert_eq!(norm(a), norm(replace(check, &o4, &n4)));
         }
     }
 

@@ -15,11 +15,13 @@ pub const REVERSE_NAT: &str = "REVERSE_NAT";
 pub const DOWN_MEMBERS: &str = "DOWN_MEMBERS";
 /// Pin/map name of the per-CPU counters.
 pub const STATS: &str = "STATS";
-/// Pin/map name of the VIP port filter: index = port, non-zero if some VIP
-/// uses that port. Lets egress skip the hash lookup for other traffic.
+/// Pin/map name of the VIP port filter: index = port, value = the
+/// [`filter_bit`]s of the VIP addresses on that port. Lets egress skip the
+/// hash lookup for other traffic.
 pub const VIP_PORTS: &str = "VIP_PORTS";
-/// Pin/map name of the member port filter: index = port, non-zero if some
-/// member uses it. Lets ingress skip the reply lookup for other traffic.
+/// Pin/map name of the member port filter: index = port, value = the
+/// [`filter_bit`]s of the member addresses on it. Lets ingress skip the
+/// reply lookup for other traffic.
 pub const MEMBER_PORTS: &str = "MEMBER_PORTS";
 
 /// Every map the daemon pins, in a stable order.
@@ -168,6 +170,82 @@ const _: () = assert!(core::mem::size_of::<Assignment>() == 28);
 /// The flow was moved off a down member onto the active one.
 pub const FLOW_STEERED: u32 = 1;
 
+/// `CONNTRACK` value: the flow's member and the next hop the kernel last
+/// found for it, so packets of an established flow skip the FIB lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TrackedFlow {
+    pub assignment: Assignment,
+    pub fib: FibCache,
+}
+const _: () = assert!(core::mem::size_of::<TrackedFlow>() == 56);
+
+/// A `bpf_fib_lookup` result for one flow, written by the kernel only.
+/// `action == FIB_NONE` means no result yet (a new or re-pinned flow).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FibCache {
+    /// Low 32 bits of jiffies at the lookup; older than
+    /// `FIB_CACHE_JIFFIES` means look again.
+    pub stamp: u32,
+    /// Interface the packet was on when looked up (the lookup's input).
+    pub ifindex: u32,
+    /// Interface the FIB chose.
+    pub out_ifindex: u32,
+    pub smac: [u8; 6],
+    pub dmac: [u8; 6],
+    /// `FIB_*`: what to do with the packet.
+    pub action: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<FibCache>() == 28);
+
+/// No cached result.
+pub const FIB_NONE: u8 = 0;
+/// Write the MACs and continue on this interface.
+pub const FIB_SAME_IFACE: u8 = 1;
+/// Write the MACs and redirect to `out_ifindex`.
+pub const FIB_REDIRECT: u8 = 2;
+/// No usable next hop: keep the VIP route's (counted as `FibFallback`).
+pub const FIB_FALLBACK: u8 = 3;
+/// How long a cached FIB result is used, in jiffies: 1 s at HZ=250 (Debian,
+/// this machine), 0.25 s at HZ=1000, 2.5 s at HZ=100. Route and neighbour
+/// changes reach established flows within this time.
+pub const FIB_CACHE_JIFFIES: u32 = 250;
+
+impl FibCache {
+    pub const EMPTY: Self = Self {
+        stamp: 0,
+        ifindex: 0,
+        out_ifindex: 0,
+        smac: [0; 6],
+        dmac: [0; 6],
+        action: FIB_NONE,
+        _pad: [0; 3],
+    };
+
+    /// Whether this result may be used for a packet on `ifindex` at `now`
+    /// (jiffies, low 32 bits; the subtraction is wrap-safe).
+    #[inline(always)]
+    pub fn fresh(&self, ifindex: u32, now: u32) -> bool {
+        self.action != FIB_NONE
+            && self.ifindex == ifindex
+            && now.wrapping_sub(self.stamp) < FIB_CACHE_JIFFIES
+    }
+}
+
+/// The bit a VIP or member address sets in the `VIP_PORTS`/`MEMBER_PORTS`
+/// value of its port: a 32-bit Bloom filter per port, so a packet to the
+/// right port but another address skips the hash lookup 31 times in 32.
+/// `words` is [`Endpoint::addr_words`] (IPv4 uses the first word only).
+#[inline(always)]
+pub const fn filter_bit(words: [u32; 4]) -> u32 {
+    let mut h = words[0] ^ words[1] ^ words[2] ^ words[3];
+    h ^= h >> 16;
+    h ^= h >> 8;
+    1 << (h & 31)
+}
+
 /// `DOWN_MEMBERS` value. The key is the member `Endpoint`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -192,6 +270,7 @@ mod pod {
     unsafe impl aya::Pod for super::ReverseKey {}
     unsafe impl aya::Pod for super::Assignment {}
     unsafe impl aya::Pod for super::DownMark {}
+    unsafe impl aya::Pod for super::TrackedFlow {}
 }
 
 impl From<core::net::SocketAddr> for Endpoint {

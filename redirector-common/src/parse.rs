@@ -164,17 +164,54 @@ impl TcpPacket {
 /// Parses Ethernet + IPv4/IPv6 + TCP. Anything else is a [`Skip`].
 #[inline(always)]
 pub fn parse_tcp<P: Packet + ?Sized>(pkt: &P) -> Result<TcpPacket, Skip> {
-    parse_tcp_filtered(pkt, |_| true)
+    parse_tcp_filtered(pkt, |_, _| true)
 }
 
-/// Like [`parse_tcp`], but asks `keep` about the TCP header (its ports)
-/// before copying any address, and returns [`Skip::Filtered`] if it says
-/// no. The kernel uses this to make the common case, a packet that is not
-/// ours, cheap.
+/// The IP header of a TCP packet, as the port filter sees it.
+#[derive(Clone, Copy)]
+pub enum IpHdr<'a> {
+    V4(&'a Ipv4Hdr),
+    V6(&'a Ipv6Hdr),
+}
+
+impl IpHdr<'_> {
+    /// The source address as [`Endpoint::addr_words`] would give it.
+    #[inline(always)]
+    pub fn src_words(&self) -> [u32; 4] {
+        match self {
+            IpHdr::V4(ip) => [u32::from_ne_bytes(ip.src), 0, 0, 0],
+            IpHdr::V6(ip) => words(&ip.src),
+        }
+    }
+
+    /// The destination address as [`Endpoint::addr_words`] would give it.
+    #[inline(always)]
+    pub fn dst_words(&self) -> [u32; 4] {
+        match self {
+            IpHdr::V4(ip) => [u32::from_ne_bytes(ip.dst), 0, 0, 0],
+            IpHdr::V6(ip) => words(&ip.dst),
+        }
+    }
+}
+
+#[inline(always)]
+fn words(b: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
+}
+
+/// Like [`parse_tcp`], but asks `keep` about the TCP and IP headers (ports,
+/// addresses) before copying any address, and returns [`Skip::Filtered`] if
+/// it says no. The kernel uses this to make the common case, a packet that
+/// is not ours, cheap.
 #[inline(always)]
 pub fn parse_tcp_filtered<P: Packet + ?Sized>(
     pkt: &P,
-    keep: impl FnOnce(&TcpHdr) -> bool,
+    keep: impl FnOnce(&TcpHdr, IpHdr) -> bool,
 ) -> Result<TcpPacket, Skip> {
     let eth: &EthHdr = pkt.ref_at(0).ok_or(Skip::Truncated)?;
     let l3_off = ETH_LEN;
@@ -211,23 +248,25 @@ pub fn parse_tcp_filtered<P: Packet + ?Sized>(
     };
     let l4_off = l3_off + if v4 { IPV4_LEN } else { IPV6_LEN };
     let tcp: &TcpHdr = pkt.ref_at(l4_off).ok_or(Skip::Truncated)?;
-    if !keep(tcp) {
+    let ip = if v4 {
+        IpHdr::V4(pkt.ref_at(l3_off).ok_or(Skip::Truncated)?)
+    } else {
+        IpHdr::V6(pkt.ref_at(l3_off).ok_or(Skip::Truncated)?)
+    };
+    if !keep(tcp, ip) {
         return Err(Skip::Filtered);
     }
     // Endpoints are built in place (they are 4-aligned): no byte-array
     // temporaries on the BPF stack.
-    let (src, dst) = if v4 {
-        let ip: &Ipv4Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
-        (
+    let (src, dst) = match ip {
+        IpHdr::V4(ip) => (
             Endpoint::tcp_v4(ip.src, tcp.src_port),
             Endpoint::tcp_v4(ip.dst, tcp.dst_port),
-        )
-    } else {
-        let ip: &Ipv6Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
-        (
+        ),
+        IpHdr::V6(ip) => (
             Endpoint::tcp_v6(ip.src, tcp.src_port),
             Endpoint::tcp_v6(ip.dst, tcp.dst_port),
-        )
+        ),
     };
     Ok(TcpPacket {
         l3_off,

@@ -1,4 +1,5 @@
-//! Flow pinning: which member a packet of a VIP connection goes to.
+//! Flow pinning: which member a packet of a VIP connection goes to, and
+//! the next hop cached for it.
 //!
 //! A SYN (without ACK) always takes the service's active member and
 //! overwrites any old entry with the same key, so a reused source port never
@@ -7,36 +8,65 @@
 //! whose kernel answers RST, and the client fails fast instead of waiting on
 //! retransmission timeouts.
 
-use aya_ebpf::bindings::BPF_ANY;
-use redirector_common::{Assignment, Endpoint, FLOW_STEERED, FlowKey, ReverseKey, Stat};
+use aya_ebpf::{bindings::BPF_ANY, programs::TcContext};
+use redirector_common::{
+    Assignment, Endpoint, FLOW_STEERED, FibCache, FlowKey, ReverseKey, Stat, TrackedFlow,
+};
 
 use crate::{
     error::Error,
+    fib,
     maps::{CONNTRACK, DOWN_MEMBERS, REVERSE_NAT},
     stats,
 };
 
-/// The member this packet of `flow` must go to.
+/// Where a packet goes: its flow's member, and how to reach it.
+pub struct Route {
+    pub member: Endpoint,
+    pub fib: FibCache,
+}
+
+/// The route of this packet of `flow`.
 #[inline(always)]
-pub fn member_for(flow: &FlowKey, active: &Assignment, syn: bool) -> Result<Endpoint, Error> {
-    if !syn {
-        if let Some(entry) = CONNTRACK.get_ptr(flow) {
-            // SAFETY: a valid map value pointer; Assignment is plain data,
-            // copied out at once.
-            let entry = unsafe { *entry };
-            if entry.member.same(&active.member) || !is_down(&entry.member) {
-                return Ok(entry.member);
-            }
-            // Pinned to a down member: steer to the active one.
-            pin(flow, active, FLOW_STEERED)?;
-            stats::count(Stat::Steered);
-            return Ok(active.member);
+pub fn route_for(
+    ctx: &TcContext,
+    flow: &FlowKey,
+    active: &Assignment,
+    syn: bool,
+) -> Result<Route, Error> {
+    let ifindex = fib::ifindex(ctx);
+    let now = fib::now();
+    if !syn && let Some(entry) = CONNTRACK.get_ptr_mut(flow) {
+        // SAFETY: a valid map value pointer for this program run. Another
+        // CPU may refresh the same entry's FibCache concurrently; both write
+        // a complete, valid lookup result of the same second, so a mixed
+        // read is at worst a MAC pair from two such results.
+        let member = unsafe { (*entry).assignment.member };
+        if member.same(&active.member) || !is_down(&member) {
+            // SAFETY: as above; FibCache is plain data.
+            let fib = unsafe {
+                if !(*entry).fib.fresh(ifindex, now) {
+                    (*entry).fib = fib::lookup(ctx, &flow.client, &member, ifindex, now);
+                }
+                (*entry).fib
+            };
+            return Ok(Route { member, fib });
         }
+        // Pinned to a down member: steer to the active one.
+        let fib = pin(ctx, flow, active, FLOW_STEERED, ifindex, now)?;
+        stats::count(Stat::Steered);
+        return Ok(Route {
+            member: active.member,
+            fib,
+        });
     }
     // A new connection, or a flow we never saw (e.g. evicted from the LRU).
-    pin(flow, active, 0)?;
+    let fib = pin(ctx, flow, active, 0, ifindex, now)?;
     stats::count(Stat::NewFlows);
-    Ok(active.member)
+    Ok(Route {
+        member: active.member,
+        fib,
+    })
 }
 
 #[inline(always)]
@@ -44,13 +74,24 @@ fn is_down(member: &Endpoint) -> bool {
     DOWN_MEMBERS.get_ptr(member).is_some()
 }
 
-/// Records `flow` -> active member, and the reverse entry for its replies.
+/// Records `flow` -> active member with its next hop, and the reverse entry
+/// for its replies.
 #[inline(always)]
-fn pin(flow: &FlowKey, active: &Assignment, flags: u32) -> Result<(), Error> {
-    let entry = Assignment {
-        member: active.member,
-        generation: active.generation,
-        flags,
+fn pin(
+    ctx: &TcContext,
+    flow: &FlowKey,
+    active: &Assignment,
+    flags: u32,
+    ifindex: u32,
+    now: u32,
+) -> Result<FibCache, Error> {
+    let entry = TrackedFlow {
+        assignment: Assignment {
+            member: active.member,
+            generation: active.generation,
+            flags,
+        },
+        fib: fib::lookup(ctx, &flow.client, &active.member, ifindex, now),
     };
     let reverse = ReverseKey {
         member: active.member,
@@ -62,7 +103,8 @@ fn pin(flow: &FlowKey, active: &Assignment, flags: u32) -> Result<(), Error> {
         .map_err(|_| Error::MapUpdate)?;
     CONNTRACK
         .insert(flow, &entry, BPF_ANY as u64)
-        .map_err(|_| Error::MapUpdate)
+        .map_err(|_| Error::MapUpdate)?;
+    Ok(entry.fib)
 }
 
 /// The VIP a reply from `member` to `client` must appear to come from.

@@ -12,6 +12,11 @@
 //! such lookups where forwarding is enabled on the interface; elsewhere it
 //! says FWD_DISABLED and the packet keeps the VIP route's next hop, which is
 //! right whenever the members sit behind the same gateway as the VIP.
+//!
+//! `bpf_fib_lookup` is the most expensive step of the egress path, so its
+//! result is kept per flow in CONNTRACK ([`FibCache`]) and reused for
+//! `FIB_CACHE_JIFFIES` (about a second); an unresolved neighbour is never
+//! cached.
 
 use core::{
     mem::{size_of, zeroed},
@@ -21,10 +26,12 @@ use core::{
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, TC_ACT_OK, bpf_fib_lookup},
-    helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_redirect_neigh},
+    helpers::{bpf_fib_lookup as fib_lookup, bpf_jiffies64, bpf_redirect, bpf_redirect_neigh},
     programs::TcContext,
 };
-use redirector_common::{Endpoint, Stat, parse::EthHdr};
+use redirector_common::{
+    Endpoint, FIB_FALLBACK, FIB_NONE, FIB_REDIRECT, FIB_SAME_IFACE, FibCache, Stat, parse::EthHdr,
+};
 
 use crate::{
     error::Error,
@@ -35,18 +42,34 @@ use crate::{
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 
+/// The interface the packet is on (the lookup's input).
 #[inline(always)]
-pub fn forward(ctx: &TcContext, src: &Endpoint, dst: &Endpoint) -> Result<i32, Error> {
+pub fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: ctx.skb.skb is the program's valid __sk_buff pointer.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+/// Now, for [`FibCache::fresh`]: the low 32 bits of jiffies (the verifier
+/// inlines this helper into a load on 64-bit JITs).
+#[inline(always)]
+pub fn now() -> u32 {
+    // SAFETY: plain helper call without arguments.
+    unsafe { bpf_jiffies64() as u32 }
+}
+
+/// Asks the FIB how to reach `dst` from `src` for a packet on `ifindex`.
+/// An unresolved neighbour comes back as `FIB_NONE` with `out_ifindex`
+/// set: [`forward`] then lets `bpf_redirect_neigh` resolve it, and the
+/// next packet asks again.
+#[inline(always)]
+pub fn lookup(ctx: &TcContext, src: &Endpoint, dst: &Endpoint, ifindex: u32, now: u32) -> FibCache {
     // SAFETY: bpf_fib_lookup is plain data; all-zero is a valid start.
     let mut p: bpf_fib_lookup = unsafe { zeroed() };
-    // SAFETY: ctx.skb.skb is the program's valid __sk_buff pointer.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     p.l4_protocol = src.proto;
     p.sport = u16::from_ne_bytes(src.port);
     p.dport = u16::from_ne_bytes(dst.port);
     p.ifindex = ifindex;
-    let v4 = src.family == redirector_common::FAMILY_V4;
-    if v4 {
+    if src.family == redirector_common::FAMILY_V4 {
         p.family = AF_INET;
         p.__bindgen_anon_3.ipv4_src = u32::from_ne_bytes(src.v4_addr());
         p.__bindgen_anon_4.ipv4_dst = u32::from_ne_bytes(dst.v4_addr());
@@ -57,20 +80,49 @@ pub fn forward(ctx: &TcContext, src: &Endpoint, dst: &Endpoint) -> Result<i32, E
     }
     // SAFETY: p is a valid, correctly sized bpf_fib_lookup on the stack.
     let rc = unsafe { fib_lookup(ctx.as_ptr(), &mut p, size_of::<bpf_fib_lookup>() as i32, 0) };
-    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        let eth = mut_at::<EthHdr, _>(&Skb(ctx), 0)?;
-        eth.dst = p.dmac;
-        eth.src = p.smac;
+    let action = if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
         if p.ifindex == ifindex {
-            return Ok(TC_ACT_OK as i32);
+            FIB_SAME_IFACE
+        } else {
+            FIB_REDIRECT
         }
-        // SAFETY: plain helper call with a FIB-provided ifindex.
-        return Ok(unsafe { bpf_redirect(p.ifindex, 0) } as i32);
+    } else if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
+        FIB_NONE
+    } else {
+        FIB_FALLBACK
+    };
+    FibCache {
+        stamp: now,
+        ifindex,
+        out_ifindex: p.ifindex,
+        smac: p.smac,
+        dmac: p.dmac,
+        action,
+        _pad: [0; 3],
     }
-    if rc == BPF_FIB_LKUP_RET_NO_NEIGH as i64 {
-        // SAFETY: with no params the helper resolves the next hop itself.
-        return Ok(unsafe { bpf_redirect_neigh(p.ifindex, null_mut(), 0, 0) } as i32);
+}
+
+/// Sends the (already rewritten) packet the way `route` says.
+#[inline(always)]
+pub fn forward(ctx: &TcContext, route: &FibCache) -> Result<i32, Error> {
+    match route.action {
+        FIB_SAME_IFACE | FIB_REDIRECT => {
+            let eth = mut_at::<EthHdr, _>(&Skb(ctx), 0)?;
+            eth.dst = route.dmac;
+            eth.src = route.smac;
+            if route.action == FIB_SAME_IFACE {
+                return Ok(TC_ACT_OK as i32);
+            }
+            // SAFETY: plain helper call with a FIB-provided ifindex.
+            Ok(unsafe { bpf_redirect(route.out_ifindex, 0) } as i32)
+        }
+        FIB_NONE => {
+            // SAFETY: with no params the helper resolves the next hop itself.
+            Ok(unsafe { bpf_redirect_neigh(route.out_ifindex, null_mut(), 0, 0) } as i32)
+        }
+        _ => {
+            stats::count(Stat::FibFallback);
+            Ok(TC_ACT_OK as i32)
+        }
     }
-    stats::count(Stat::FibFallback);
-    Ok(TC_ACT_OK as i32)
 }

@@ -8,16 +8,16 @@ use aya_ebpf::{
 };
 use redirector_common::{
     Assignment, DEFAULT_CONNTRACK_ENTRIES, DownMark, Endpoint, FlowKey, MAX_DOWN_MEMBERS,
-    MAX_SERVICES, PORT_FILTER_ENTRIES, ReverseKey, Stat,
+    MAX_SERVICES, PORT_FILTER_ENTRIES, ReverseKey, Stat, TrackedFlow, filter_bit,
 };
 
 /// VIP endpoint -> the service's active member. One update flips a service.
 #[map]
 pub static SERVICES: HashMap<Endpoint, Assignment> = HashMap::with_max_entries(MAX_SERVICES, 0);
 
-/// (client, VIP) -> the member the connection is pinned to.
+/// (client, VIP) -> the member the connection is pinned to, and its next hop.
 #[map]
-pub static CONNTRACK: LruHashMap<FlowKey, Assignment> =
+pub static CONNTRACK: LruHashMap<FlowKey, TrackedFlow> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
 /// (member, client) -> VIP, to rewrite replies.
@@ -35,19 +35,20 @@ pub static DOWN_MEMBERS: HashMap<Endpoint, DownMark> =
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Stat::COUNT, 0);
 
-/// Port (host order) -> non-zero if some VIP listens on it.
+/// Port (host order) -> the `filter_bit`s of the VIP addresses on it.
 #[map]
 pub static VIP_PORTS: Array<u32> = Array::with_max_entries(PORT_FILTER_ENTRIES, 0);
 
-/// Port (host order) -> non-zero if some member listens on it.
+/// Port (host order) -> the `filter_bit`s of the member addresses on it.
 #[map]
 pub static MEMBER_PORTS: Array<u32> = Array::with_max_entries(PORT_FILTER_ENTRIES, 0);
 
-/// Whether `port` (network order) is set in `filter`. Array lookups are
-/// inlined by the verifier: a few instructions, no hashing.
+/// Whether `filter` may hold an endpoint with `port` (network order) and
+/// the address `addr` gives: its port is set and has the address's bit.
+/// Array lookups are inlined by the verifier: a few instructions, no hashing.
 #[inline(always)]
-pub fn port_in(filter: &Array<u32>, port: [u8; 2]) -> bool {
+pub fn filter_has(filter: &Array<u32>, port: [u8; 2], addr: impl FnOnce() -> [u32; 4]) -> bool {
     filter
         .get(u16::from_be_bytes(port) as u32)
-        .is_some_and(|v| *v != 0)
+        .is_some_and(|v| *v != 0 && *v & filter_bit(addr()) != 0)
 }

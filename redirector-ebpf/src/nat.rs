@@ -15,7 +15,7 @@ use crate::{
     csum::{self, Side},
     error::Error,
     fib,
-    maps::{MEMBER_PORTS, SERVICES, VIP_PORTS, port_in},
+    maps::{MEMBER_PORTS, SERVICES, VIP_PORTS, filter_has},
     parse::{Frame, Skb},
     stats,
 };
@@ -36,7 +36,9 @@ fn tcp_or_pass(parsed: Result<TcpPacket, Skip>) -> Result<Option<TcpPacket>, Err
 /// TC egress: a packet to a VIP goes to its flow's member.
 #[inline(always)]
 pub fn egress(ctx: &TcContext) -> Result<i32, Error> {
-    let parsed = parse_tcp_filtered(&Skb(ctx), |t| port_in(&VIP_PORTS, t.dst_port));
+    let parsed = parse_tcp_filtered(&Skb(ctx), |t, ip| {
+        filter_has(&VIP_PORTS, t.dst_port, || ip.dst_words())
+    });
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
@@ -51,17 +53,19 @@ pub fn egress(ctx: &TcContext) -> Result<i32, Error> {
         client: pkt.src,
         vip: pkt.dst,
     };
-    let member = conntrack::member_for(&flow, &active, pkt.is_syn())?;
-    csum::tc_rewrite(ctx, &pkt, Side::Destination, &member)?;
+    let route = conntrack::route_for(ctx, &flow, &active, pkt.is_syn())?;
+    csum::tc_rewrite(ctx, &pkt, Side::Destination, &route.member)?;
     stats::count(Stat::Translated);
-    fib::forward(ctx, &pkt.src, &member)
+    fib::forward(ctx, &route.fib)
 }
 
 /// TC ingress: a reply from a member to a VIP client appears to come from
 /// the VIP.
 #[inline(always)]
 pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
-    let parsed = parse_tcp_filtered(&Skb(ctx), |t| port_in(&MEMBER_PORTS, t.src_port));
+    let parsed = parse_tcp_filtered(&Skb(ctx), |t, ip| {
+        filter_has(&MEMBER_PORTS, t.src_port, || ip.src_words())
+    });
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
@@ -77,7 +81,9 @@ pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
 /// XDP ingress: the same as [`ingress_tc`] before the skb exists.
 #[inline(always)]
 pub fn ingress_xdp(ctx: &XdpContext) -> Result<u32, Error> {
-    let parsed = parse_tcp_filtered(&Frame(ctx), |t| port_in(&MEMBER_PORTS, t.src_port));
+    let parsed = parse_tcp_filtered(&Frame(ctx), |t, ip| {
+        filter_has(&MEMBER_PORTS, t.src_port, || ip.src_words())
+    });
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(XDP_PASS);
     };

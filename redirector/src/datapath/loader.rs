@@ -26,7 +26,7 @@ use aya::{
 };
 use redirector_common::{
     Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, PINNED_MAPS,
-    REVERSE_NAT, ReverseKey, SERVICES, STATS, VIP_PORTS,
+    REVERSE_NAT, ReverseKey, SERVICES, STATS, TrackedFlow, VIP_PORTS,
 };
 
 use super::{DatapathError, Maps, system};
@@ -145,6 +145,10 @@ impl Datapath {
             system::ifindex(iface)?;
         }
         let mut ebpf = load_programs(&opts.pin_path, opts.conntrack_entries)?;
+        // Filters before attaching: a packet of a known service or flow must
+        // never meet a filter without its bits.
+        let mut maps = Maps::open(&opts.pin_path)?;
+        maps.sync_port_filters()?;
         let links_dir = opts.pin_path.join("links");
         mkdir(&links_dir)?;
         let existing = pinned_links(&links_dir)?;
@@ -170,8 +174,6 @@ impl Datapath {
             }
         }
         drop(ebpf);
-        let mut maps = Maps::open(&opts.pin_path)?;
-        maps.sync_port_filters()?;
         Ok(Self {
             maps,
             attachments,
@@ -245,7 +247,7 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
             CONNTRACK,
             MapType::LruHash,
             size_of::<FlowKey>(),
-            size_of::<Assignment>(),
+            size_of::<TrackedFlow>(),
         ),
         (
             REVERSE_NAT,

@@ -6,7 +6,7 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use redirector_common::{
     Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, REVERSE_NAT,
-    ReverseKey, SERVICES, STATS, Stat, VIP_PORTS,
+    ReverseKey, SERVICES, STATS, Stat, TrackedFlow, VIP_PORTS, filter_bit,
 };
 
 use super::DatapathError;
@@ -41,7 +41,7 @@ impl Stats {
 
 pub struct Maps {
     services: HashMap<MapData, Endpoint, Assignment>,
-    conntrack: HashMap<MapData, FlowKey, Assignment>,
+    conntrack: HashMap<MapData, FlowKey, TrackedFlow>,
     reverse: HashMap<MapData, ReverseKey, Endpoint>,
     down: HashMap<MapData, Endpoint, DownMark>,
     stats: PerCpuArray<MapData, u64>,
@@ -93,7 +93,7 @@ impl Maps {
 
     /// Sets the port filters from the services and flows already in the
     /// maps (after an upgrade that added the filters, or any adoption).
-    /// Ports are only ever added: a port left set costs a lookup, a port
+    /// Bits are only ever added: a bit left set costs a lookup, a bit
     /// missing would stop translation.
     pub fn sync_port_filters(&mut self) -> Result<(), DatapathError> {
         for s in self.services()? {
@@ -105,16 +105,23 @@ impl Maps {
         Ok(())
     }
 
+    /// Sets the address bits of `vip` and `member` in their ports' filter
+    /// entries (see `redirector_common::filter_bit`).
     fn allow_ports(&mut self, vip: &Endpoint, member: &Endpoint) -> Result<(), DatapathError> {
-        for (map, name, port) in [
-            (&mut self.vip_ports, VIP_PORTS, vip.port()),
-            (&mut self.member_ports, MEMBER_PORTS, member.port()),
+        for (map, name, ep) in [
+            (&mut self.vip_ports, VIP_PORTS, vip),
+            (&mut self.member_ports, MEMBER_PORTS, member),
         ] {
-            map.set(u32::from(port), 1, 0)
-                .map_err(|source| DatapathError::Map {
-                    map: name,
-                    source: Box::new(source),
-                })?;
+            let port = u32::from(ep.port());
+            let map_err = |source| DatapathError::Map {
+                map: name,
+                source: Box::new(source),
+            };
+            let bits = map.get(&port, 0).map_err(map_err)?;
+            let bit = filter_bit(ep.addr_words());
+            if bits & bit == 0 {
+                map.set(port, bits | bit, 0).map_err(map_err)?;
+            }
         }
         Ok(())
     }
@@ -185,8 +192,11 @@ impl Maps {
     }
 
     pub fn flows(&self) -> Result<Vec<FlowEntry>, DatapathError> {
-        collect(self.conntrack.iter(), CONNTRACK, |flow, assignment| {
-            FlowEntry { flow, assignment }
+        collect(self.conntrack.iter(), CONNTRACK, |flow, tracked| {
+            FlowEntry {
+                flow,
+                assignment: tracked.assignment,
+            }
         })
     }
 

@@ -91,9 +91,17 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
     let vip6 = ep("[2001:db8:100::100]:6379");
     let other = ep("198.18.1.10:6379");
     let web = ep("198.18.1.10:443");
-    // Identity mapping: the rewrite leaves the packet as it was.
+    // Identity mapping: the rewrite leaves the packet as it was. VIP and
+    // member then share the port, as they usually do.
     maps.set_active(vip, vip)?;
     maps.set_active(vip6, vip6)?;
+    // Two VIPs on different addresses and ports, each the other's member:
+    // every run rewrites address and port, and the result is a packet of
+    // the other flow, so all repetitions take the same (worst-case) path.
+    let swap_a = ep("198.18.0.110:6390");
+    let swap_b = ep("198.18.0.111:6391");
+    maps.set_active(swap_a, swap_b)?;
+    maps.set_active(swap_b, swap_a)?;
     let payload = b"*3\r\n$3\r\nGET\r\n$6\r\nregion\r\n";
     let cases = vec![
         Case {
@@ -106,6 +114,12 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
             name: "egress, conntrack hit (IPv6)",
             prog: Prog::Egress,
             frame: tcp_frame(&client6, &vip6, TCP_ACK | PSH, payload),
+            baseline: Prog::BaselineTc,
+        },
+        Case {
+            name: "egress, conntrack hit (IPv4, address and port change)",
+            prog: Prog::Egress,
+            frame: tcp_frame(&client, &swap_a, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
         },
         Case {
@@ -151,6 +165,12 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
             baseline: Prog::BaselineTc,
         },
         Case {
+            name: "reverse TC, hit (address and port change)",
+            prog: Prog::IngressTc,
+            frame: tcp_frame(&swap_b, &client, TCP_ACK | PSH, payload),
+            baseline: Prog::BaselineTc,
+        },
+        Case {
             name: "reverse TC, miss (member port)",
             prog: Prog::IngressTc,
             frame: tcp_frame(&other, &client, TCP_ACK | PSH, payload),
@@ -163,12 +183,19 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
             baseline: Prog::BaselineTc,
         },
     ];
-    // Create the flow entries the hit cases rely on.
+    // Create the flow entries the hit cases rely on (both swap flows).
     for c in &cases {
         if c.prog == Prog::Egress {
             run_once(&ebpf, &baseline, c.prog, &c.frame, 1)?;
         }
     }
+    run_once(
+        &ebpf,
+        &baseline,
+        Prog::Egress,
+        &tcp_frame(&client, &swap_b, TCP_ACK | PSH, payload),
+        1,
+    )?;
     let mut samples = vec![Vec::new(); cases.len()];
     let mut base_tc = Vec::new();
     let mut base_xdp = Vec::new();
