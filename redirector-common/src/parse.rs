@@ -90,6 +90,14 @@ pub struct TcpHdr {
 }
 pub const TCP_LEN: usize = 20;
 const _: () = assert!(core::mem::size_of::<TcpHdr>() == TCP_LEN);
+
+impl TcpHdr {
+    /// SYN without ACK: the first packet of a new connection.
+    #[inline(always)]
+    pub const fn is_syn(&self) -> bool {
+        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+}
 pub const TCP_SRC_PORT_OFF: usize = 0;
 pub const TCP_DST_PORT_OFF: usize = 2;
 pub const TCP_CHECK_OFF: usize = 16;

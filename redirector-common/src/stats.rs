@@ -23,11 +23,14 @@ pub enum Stat {
     /// The FIB gave no next hop for the member (no route, or forwarding off
     /// on the interface): the rewritten packet kept the VIP route's next hop.
     FibFallback = 8,
+    /// Reply entries of old VIP flows removed because a direct connection
+    /// to the member reused their 4-tuple.
+    StaleRepliesRemoved = 9,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 10;
 
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Passed,
@@ -39,6 +42,7 @@ impl Stat {
         Stat::MapUpdateFailed,
         Stat::RewriteFailed,
         Stat::FibFallback,
+        Stat::StaleRepliesRemoved,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -53,6 +57,7 @@ impl Stat {
             Stat::MapUpdateFailed => "map_update_failed",
             Stat::RewriteFailed => "rewrite_failed",
             Stat::FibFallback => "fib_fallback",
+            Stat::StaleRepliesRemoved => "stale_replies_removed",
         }
     }
 }

@@ -117,3 +117,18 @@ pub fn vip_for_reply(member: &Endpoint, client: &Endpoint) -> Option<Endpoint> {
     // SAFETY: valid map value pointer; Endpoint is plain data, copied out.
     REVERSE_NAT.get_ptr(&key).map(|v| unsafe { *v })
 }
+
+/// Drops the reply entry of an old VIP flow from `client` to `member`: a
+/// new direct connection (not through a VIP) now uses that 4-tuple, and its
+/// replies must not be rewritten to the VIP. A missing entry is the
+/// common case and no error.
+#[inline(always)]
+pub fn forget_reply(member: &Endpoint, client: &Endpoint) {
+    let key = ReverseKey {
+        member: *member,
+        client: *client,
+    };
+    if REVERSE_NAT.remove(&key).is_ok() {
+        stats::count(Stat::StaleRepliesRemoved);
+    }
+}

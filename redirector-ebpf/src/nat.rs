@@ -33,16 +33,22 @@ fn tcp_or_pass(parsed: Result<TcpPacket, Skip>) -> Result<Option<TcpPacket>, Err
     }
 }
 
-/// TC egress: a packet to a VIP goes to its flow's member.
+/// TC egress: a packet to a VIP goes to its flow's member. A SYN straight
+/// to a member clears the reply entry an old VIP flow may have left on its
+/// 4-tuple.
 #[inline(always)]
 pub fn egress(ctx: &TcContext) -> Result<i32, Error> {
     let parsed = parse_tcp_filtered(&Skb(ctx), |t, ip| {
         filter_has(&VIP_PORTS, t.dst_port, || ip.dst_words())
+            || (t.is_syn() && filter_has(&MEMBER_PORTS, t.dst_port, || ip.dst_words()))
     });
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
     let Some(active) = SERVICES.get_ptr(&pkt.dst) else {
+        if pkt.is_syn() {
+            conntrack::forget_reply(&pkt.dst, &pkt.src);
+        }
         stats::count(Stat::Passed);
         return Ok(TC_ACT_OK as i32);
     };

@@ -261,6 +261,32 @@ fn replies_are_rewritten_back_to_vip_by_tc_and_xdp() {
     });
 }
 
+#[test]
+fn direct_syn_to_a_member_clears_an_old_vip_flows_reply_entry() {
+    both_families(|n| {
+        with_programs(move |h| {
+            h.maps.set_active(n.vip, n.east).unwrap();
+            // A VIP connection from the client's port, long closed; its
+            // reply entry is still in the LRU map.
+            h.egress(&syn(&n));
+            assert_eq!(h.maps.reverse_entries().unwrap(), 1);
+            // Now the same port connects to east directly.
+            let direct = tcp_frame(&n.client, &n.east, TCP_SYN, b"");
+            let (rc, out) = h.egress(&direct);
+            assert_eq!(rc, TC_ACT_OK);
+            assert_eq!(out, direct, "a direct SYN passes byte for byte");
+            assert_eq!(h.maps.reverse_entries().unwrap(), 0);
+            assert_eq!(h.stat(Stat::StaleRepliesRemoved), 1);
+            // East's SYN-ACK keeps east's address.
+            let reply = tcp_frame(&n.east, &n.client, TCP_SYN | TCP_ACK, b"");
+            for (rc, out) in [h.ingress_tc(&reply), h.xdp(&reply)] {
+                assert!(rc == TC_ACT_OK || rc == XDP_PASS);
+                assert_eq!(out, reply);
+            }
+        })
+    });
+}
+
 /// Frames that are not ours, for every program.
 fn not_ours(n: &Net) -> Vec<(&'static str, Vec<u8>)> {
     let mut other_port = n.vip;
