@@ -6,6 +6,7 @@
 
 mod daemon_load;
 mod failover;
+mod loadgen;
 mod packet;
 mod scale;
 mod throughput;
@@ -59,6 +60,11 @@ fn main() -> anyhow::Result<()> {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         let c = throughput::run(if quick { 2 } else { 5 }, quick)?;
         println!("{}", throughput::table(&c, quick));
+        return Ok(());
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("loadgen") {
+        let c = loadgen::run(if quick { 2 } else { 5 }, quick)?;
+        println!("{}", loadgen::table(&c, quick));
         return Ok(());
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("packet") {
