@@ -228,7 +228,7 @@ pub fn table(all: &[Timeline]) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
-        "One fault hits member east under redirector (defaults) and HAProxy (tuned checks) at the same moment; each has its own client on the application host sending GET every {:.0} ms on one kept connection, {:.0} ms limit on connecting and on the reply, reconnecting after any error. One trial per fault; the timeline shows every request.\n",
+        "One fault hits member east under redirector (defaults) and HAProxy (tuned checks) at the same moment; each has its own client on the application host sending GET every {:.0} ms on one kept connection, {:.0} ms limit on connecting and on the reply, reconnecting after any error. One trial per fault, so which system recovers first depends on where each health checker was in its 250 ms interval when the fault hit (both check every 250 ms, then every 50 ms until fall 2); the failover-time table above has the statistics. The timeline shows every request: how each system fails, not how fast on average.\n",
         all.first().map_or(0.0, |t| t.every_ms),
         all.first().map_or(0.0, |t| t.timeout_ms),
     );
