@@ -72,6 +72,8 @@ pub struct Sample {
     pub p999_ms: f64,
     /// Connections that broke off (each ends that connection's run).
     pub errors: u32,
+    /// Why the first of them broke off.
+    pub first_error: Option<String>,
     /// Whole-machine CPU time per request, microseconds.
     pub cpu_us_per_req: f64,
 }
@@ -213,7 +215,7 @@ struct ConnResult {
     /// Every reply, warm-up included (for CPU per request).
     replies: u64,
     last_done: Instant,
-    error: bool,
+    error: Option<std::io::Error>,
 }
 
 /// Plan of one run, shared by its connections.
@@ -266,7 +268,7 @@ async fn connection(mut s: TcpStream, plan: Plan) -> anyhow::Result<ConnResult> 
         hist,
         replies,
         last_done,
-        error: run.is_err(),
+        error: run.err(),
     })
 }
 
@@ -323,14 +325,17 @@ fn measure(
         // that stops answering, ends the run with an error.
         let deadline = end + Duration::from_secs(5);
         let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-        let (mut errors, mut replies, mut last_done) = (0, 0, end);
+        let (mut errors, mut first_error, mut replies, mut last_done) = (0, None, 0, end);
         while let Some(joined) = tokio::time::timeout_at(deadline.into(), tasks.join_next())
             .await
             .with_context(|| format!("{} through {target}: past the deadline", load.name()))?
         {
             let r = joined.context("load generator task")??;
             hist.add(&r.hist)?;
-            errors += r.error as u32;
+            if let Some(e) = r.error {
+                errors += 1;
+                first_error.get_or_insert(e.to_string());
+            }
             replies += r.replies;
             last_done = last_done.max(r.last_done);
         }
@@ -348,6 +353,7 @@ fn measure(
             p99_ms: ms(0.99),
             p999_ms: ms(0.999),
             errors,
+            first_error,
             cpu_us_per_req: cpu_s * 1e6 / replies as f64,
         })
     })
@@ -396,6 +402,14 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
                             _ => e,
                         }
                     })?;
+                if let Some(e) = &sample.first_error {
+                    println!(
+                        "  {} via {}: {} connections broke off, the first with: {e}",
+                        load.name(),
+                        path.name(),
+                        sample.errors
+                    );
+                }
                 runs.push((path, load, sample));
             }
         }
@@ -426,12 +440,27 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
     Ok(cells)
 }
 
+/// The median over rounds of `a / b`, each round against the same round:
+/// the paths of one round ran seconds apart, so noise from other work on
+/// the machine cancels better than in a ratio of medians.
+fn paired_ratio(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> f64 {
+    let mut r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| f(a) / f(b).max(1e-9))
+        .collect();
+    if r.is_empty() {
+        return 0.0;
+    }
+    summary(&mut r).median
+}
+
 pub fn table(cells: &[Cell], quick: bool) -> String {
     let mut o = String::new();
     let first = cells.first();
     let _ = writeln!(
         o,
-        "Our load generator (tokio, one thread; HDR histograms): {CONNECTIONS} connections from the application host to member east, GET with pipeline 1, {:.1} s per run after 0.2 s of warm-up, {} rounds with the three paths alternating. Open loop at fixed rates, latency from the intended send time (no coordinated omission); closed loop for saturation. Median (min..max) over rounds; CPU is whole-machine CPU per request. Targets: at the fixed rates VIP p99 <= 1.05x direct; at saturation VIP >= 0.97x direct throughput and >= 1.5x HAProxy (latency at saturation is queueing, so not judged).\n",
+        "Our load generator (tokio, one thread; HDR histograms): {CONNECTIONS} connections from the application host to member east, GET with pipeline 1, {:.1} s per run after 0.2 s of warm-up, {} rounds with the three paths alternating. Open loop at fixed rates, latency from the intended send time (no coordinated omission); closed loop for saturation. Median (min..max) over rounds; CPU is whole-machine CPU per request; ratios vs direct and HAProxy are medians of per-round ratios. Targets: at the fixed rates VIP p99 <= 1.05x direct; at saturation VIP >= 0.97x direct throughput and >= 1.5x HAProxy (latency at saturation is queueing, so not judged).\n",
         first.map_or(0.0, |c| c.seconds),
         first.map_or(0, |c| c.samples.len()),
     );
@@ -444,10 +473,15 @@ pub fn table(cells: &[Cell], quick: bool) -> String {
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     );
     for c in cells {
-        let other = |p: Path| cells.iter().find(|d| d.path == p && d.load == c.load);
-        let rate = other(Path::Direct).map_or(0.0, |d| c.rps.median / d.rps.median);
-        let p99 = other(Path::Direct).map_or(0.0, |d| c.p99_ms.median / d.p99_ms.median.max(0.001));
-        let vs_h = other(Path::Haproxy).map_or(0.0, |h| c.rps.median / h.rps.median);
+        let vs = |p: Path, f: fn(&Sample) -> f64| {
+            cells
+                .iter()
+                .find(|d| d.path == p && d.load == c.load)
+                .map_or(0.0, |d| paired_ratio(&c.samples, &d.samples, f))
+        };
+        let rate = vs(Path::Direct, |s| s.rps);
+        let p99 = vs(Path::Direct, |s| s.p99_ms);
+        let vs_h = vs(Path::Haproxy, |s| s.rps);
         let verdict = match (c.path, c.load) {
             (Path::Redirector, Load::Rate(_)) => {
                 format!("{} (p99 <= 1.05x)", super::verdict(p99 <= 1.05, quick))
