@@ -43,7 +43,7 @@ impl Fault {
         Fault::SilentDrop,
     ];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Fault::Kill => "member killed",
             Fault::Sigstop => "member hung (SIGSTOP)",
@@ -52,7 +52,7 @@ impl Fault {
         }
     }
 
-    fn inject(self, t: &mut Topology) {
+    pub fn inject(self, t: &mut Topology) {
         match self {
             Fault::Kill => t.east.kill_redis(),
             Fault::Sigstop => t.east.signal_redis(libc::SIGSTOP),
@@ -68,7 +68,7 @@ impl Fault {
         }
     }
 
-    fn heal(self, t: &mut Topology) {
+    pub fn heal(self, t: &mut Topology) {
         match self {
             Fault::Kill => start_redis(&mut t.east),
             Fault::Sigstop => t.east.signal_redis(libc::SIGCONT),
@@ -92,7 +92,7 @@ pub enum System {
 }
 
 impl System {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             System::Redirector => "redirector (defaults)",
             System::HaproxyDefaults => "HAProxy (defaults: inter 2s fall 3 rise 2)",
@@ -131,7 +131,7 @@ name = "west"
 addr = "198.18.2.10:6379"
 "#;
 
-const HAPROXY_PORT: u16 = 7000;
+pub const HAPROXY_PORT: u16 = 7000;
 
 fn haproxy_config(tuned: bool) -> String {
     let params = if tuned {

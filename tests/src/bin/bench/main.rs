@@ -6,9 +6,11 @@
 
 mod daemon_load;
 mod failover;
+mod loadgen;
 mod packet;
 mod scale;
 mod throughput;
+mod timeline;
 
 use std::{fmt::Write as _, path::Path};
 
@@ -25,6 +27,8 @@ struct Results {
     daemon: daemon_load::DaemonLoad,
     failover: Vec<failover::Series>,
     throughput: Vec<throughput::Cell>,
+    loadgen: Vec<loadgen::Cell>,
+    timeline: Vec<timeline::Timeline>,
 }
 
 #[derive(serde::Serialize)]
@@ -56,9 +60,26 @@ fn main() -> anyhow::Result<()> {
     // `cargo xtask bench` builds the release daemon beside this binary,
     // where `redirector_tests::daemon::binary` finds it.
     let started = std::time::Instant::now();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
+    // Quick runs write beside the committed full report, never over it.
+    let tag = if quick { "-quick" } else { "" };
     if std::env::var("BENCH_ONLY").as_deref() == Ok("throughput") {
         let c = throughput::run(if quick { 2 } else { 5 }, quick)?;
         println!("{}", throughput::table(&c, quick));
+        return Ok(());
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("loadgen") {
+        let c = loadgen::run(if quick { 2 } else { 5 }, quick)?;
+        println!("{}", loadgen::table(&c, quick));
+        return Ok(());
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("timeline") {
+        let tl = timeline::run(quick)?;
+        println!("{}", timeline::table(&tl));
+        let svg = root.join(format!("failover-timeline{tag}.svg"));
+        std::fs::write(&svg, timeline::svg(&tl))
+            .with_context(|| format!("writing {}", svg.display()))?;
+        println!("bench: wrote {}", svg.display());
         return Ok(());
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("packet") {
@@ -87,8 +108,12 @@ fn main() -> anyhow::Result<()> {
     let daemon = daemon_load::measure(1000, if quick { 3 } else { 10 })?;
     println!("bench: throughput and latency (redis-benchmark, three paths)");
     let throughput = throughput::run(if quick { 2 } else { 5 }, quick)?;
+    println!("bench: latency at fixed rates and at saturation (our load generator, three paths)");
+    let loadgen = loadgen::run(if quick { 2 } else { 5 }, quick)?;
     println!("bench: failover trials");
     let failover = failover::run_all(if quick { 3 } else { 20 }, quick)?;
+    println!("bench: a latency timeline through a failover");
+    let timeline = timeline::run(quick)?;
     let results = Results {
         unix_time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -101,11 +126,10 @@ fn main() -> anyhow::Result<()> {
         daemon,
         failover,
         throughput,
+        loadgen,
+        timeline,
     };
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench");
     std::fs::create_dir_all(root.join("results"))?;
-    // Quick runs write beside the committed full report, never over it.
-    let tag = if quick { "-quick" } else { "" };
     let json = root.join(format!("results/{}{tag}.json", results.unix_time));
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)
         .with_context(|| format!("writing {}", json.display()))?;
@@ -116,6 +140,11 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(root.join(format!("failover{tag}.svg")), failover_svg)?;
     let throughput_svg = throughput::svg(&results.throughput);
     std::fs::write(root.join(format!("throughput{tag}.svg")), throughput_svg)?;
+    let timeline_svg = timeline::svg(&results.timeline);
+    std::fs::write(
+        root.join(format!("failover-timeline{tag}.svg")),
+        timeline_svg,
+    )?;
     println!("{report}");
     println!("bench: wrote {} and bench/{name}", json.display());
     Ok(())
@@ -164,6 +193,9 @@ fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
     let _ = writeln!(o, "## Throughput and latency\n");
     o += &throughput::table(&r.throughput, r.quick);
     let _ = writeln!(o, "\n![throughput](throughput{tag}.svg)\n");
+    let _ = writeln!(o, "## Latency at fixed rates and at saturation\n");
+    o += &loadgen::table(&r.loadgen, r.quick);
+    o += "\n";
     let _ = writeln!(o, "## Per-packet program cost\n");
     let p0 = r.packet.first();
     let _ = writeln!(
@@ -232,6 +264,11 @@ fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
     let _ = writeln!(o, "## Failover time\n");
     o += &failover::table(&r.failover, r.quick);
     let _ = writeln!(o, "\n![failover times](failover{tag}.svg)\n");
-    o += "## Not measured yet\n\nA Rust load generator with HDR histograms at fixed request rates, and a latency timeline through a failover (redirector and HAProxy side by side), are not part of this run yet.\n";
+    let _ = writeln!(o, "## Latency through a failover\n");
+    o += &timeline::table(&r.timeline);
+    let _ = writeln!(
+        o,
+        "\n![latency timeline through a failover](failover-timeline{tag}.svg)"
+    );
     o
 }

@@ -22,9 +22,9 @@ pub enum Path {
 }
 
 impl Path {
-    const ALL: [Path; 3] = [Path::Direct, Path::Redirector, Path::Haproxy];
+    pub const ALL: [Path; 3] = [Path::Direct, Path::Redirector, Path::Haproxy];
 
-    fn target(self) -> (&'static str, u16) {
+    pub fn target(self) -> (&'static str, u16) {
         match self {
             Path::Direct => ("198.18.1.10", 6379),
             Path::Redirector => ("198.18.0.100", 6379),
@@ -32,7 +32,7 @@ impl Path {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Path::Direct => "direct",
             Path::Redirector => "redirector (VIP)",
@@ -64,7 +64,8 @@ pub struct Cell {
     pub cpu_us_median: f64,
 }
 
-fn busy_jiffies() -> u64 {
+/// Busy CPU time of the whole machine so far, in jiffies (1/100 s).
+pub fn busy_jiffies() -> u64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let cpu: Vec<u64> = stat
         .lines()
