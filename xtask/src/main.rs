@@ -55,8 +55,7 @@ fn main() -> anyhow::Result<()> {
         Task::Test { filter } => test::run(filter.as_deref()),
         Task::Demo { keep } => {
             setup::run()?;
-            let mut args = vec!["run", "--quiet", "--package", "redirector-tests"];
-            // The demo's daemon binary sits beside the demo binary.
+            // The demo finds the daemon binary beside its own.
             cargo(&[
                 "build",
                 "--quiet",
@@ -64,15 +63,17 @@ fn main() -> anyhow::Result<()> {
                 "redirector",
                 "--bin",
                 "redirector",
+                "--package",
+                "redirector-tests",
+                "--bin",
+                "demo",
             ])?;
-            args.extend(["--bin", "demo", "--"]);
-            if keep {
-                args.push("--keep");
-            }
-            cargo(&args)
+            run_built("debug/demo", keep.then_some("--keep"))
         }
         Task::Bench { quick } => {
             setup::run()?;
+            // One build of both binaries: built apart, the two packages
+            // unify features differently and rebuild each other's deps.
             cargo(&[
                 "build",
                 "--quiet",
@@ -81,23 +82,28 @@ fn main() -> anyhow::Result<()> {
                 "redirector",
                 "--bin",
                 "redirector",
-            ])?;
-            let mut args = vec![
-                "run",
-                "--quiet",
-                "--release",
                 "--package",
                 "redirector-tests",
                 "--bin",
                 "bench",
-                "--",
-            ];
-            if quick {
-                args.push("--quick");
-            }
-            cargo(&args)
+            ])?;
+            run_built("release/bench", quick.then_some("--quick"))
         }
     }
+}
+
+/// Runs a binary cargo built under target/, with an optional flag.
+fn run_built(path: &str, flag: Option<&str>) -> anyhow::Result<()> {
+    let bin = format!("{}/../target/{path}", env!("CARGO_MANIFEST_DIR"));
+    let ok = Command::new(&bin)
+        .args(flag)
+        .status()
+        .with_context(|| format!("run {bin}"))?
+        .success();
+    if !ok {
+        bail!("{bin} failed");
+    }
+    Ok(())
 }
 
 /// Runs cargo with `args`, failing if it fails.

@@ -22,7 +22,7 @@ use hdrhistogram::Histogram;
 use redirector_tests::{daemon::DaemonProc, topology::Topology};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _, unix::AsyncFd},
-    net::{TcpSocket, TcpStream},
+    net::TcpStream,
     task::JoinSet,
 };
 
@@ -33,15 +33,6 @@ use super::{
 };
 
 const CONNECTIONS: usize = 50;
-/// Client ports are bound explicitly, each used once per bench run, below
-/// the ephemeral range (32768 and up). A closed VIP connection leaves its
-/// reverse-NAT entry behind (an LRU map, not cleared on close); a later
-/// connection from the same client port *directly* to that member then has
-/// its SYN-ACK rewritten to come from the VIP and never completes (seen
-/// here: the direct runs timed out connecting after VIP runs). Ports the
-/// kernel picks would hit that, here and for HAProxy's and the daemon's own
-/// connections to the members; ports of our own never repeat.
-const FIRST_PORT: u16 = 10_000;
 const GET: &[u8] = b"*2\r\n$3\r\nGET\r\n$6\r\nregion\r\n";
 
 /// What one run asks of the target.
@@ -276,7 +267,6 @@ async fn connection(mut s: TcpStream, plan: Plan) -> anyhow::Result<ConnResult> 
 /// the calling thread (which must be in the application namespace).
 fn measure(
     target: SocketAddr,
-    first_port: u16,
     load: Load,
     warmup: Duration,
     seconds: f64,
@@ -288,12 +278,11 @@ fn measure(
     let window = Duration::from_secs_f64(seconds);
     rt.block_on(async {
         let mut conns = Vec::with_capacity(CONNECTIONS);
-        for port in (first_port..).take(CONNECTIONS) {
-            let socket = TcpSocket::new_v4().context("socket")?;
-            socket
-                .bind(SocketAddr::from(([0, 0, 0, 0], port)))
-                .with_context(|| format!("bind client port {port}"))?;
-            let s = tokio::time::timeout(Duration::from_secs(2), socket.connect(target))
+        // Kernel-chosen client ports: the same port may serve a VIP run and
+        // then a direct one (the data path clears the old flow's reply
+        // entry when a direct SYN reuses its 4-tuple).
+        for _ in 0..CONNECTIONS {
+            let s = tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(target))
                 .await
                 .with_context(|| format!("connect to {target}: timed out"))?
                 .with_context(|| format!("connect to {target}"))?;
@@ -379,20 +368,13 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
     let haproxy = Haproxy::start(&t, false)?;
     std::thread::sleep(Duration::from_secs(1));
     let mut runs: Vec<(Path, Load, Sample)> = Vec::new();
-    let mut port = FIRST_PORT;
     for _ in 0..rounds {
         for load in loads {
             for path in Path::ALL {
                 let addr = target(path)?;
-                let first_port = port;
-                port += CONNECTIONS as u16;
-                anyhow::ensure!(
-                    port < 32768,
-                    "out of client ports below the ephemeral range"
-                );
                 let sample = t
                     .app
-                    .run(move || measure(addr, first_port, load, warmup, seconds))
+                    .run(move || measure(addr, load, warmup, seconds))
                     .with_context(|| format!("{} via {}", load.name(), path.name()))
                     .map_err(|e| {
                         match std::fs::read_to_string(haproxy.dir.join("haproxy.log")) {

@@ -162,7 +162,11 @@ pub fn summary(v: &mut [f64]) -> Summary {
     v.sort_by(f64::total_cmp);
     let at = |p: f64| v[(((v.len() as f64 - 1.0) * p).round() as usize).min(v.len() - 1)];
     Summary {
-        median: v[v.len() / 2],
+        median: if v.len() % 2 == 1 {
+            v[v.len() / 2]
+        } else {
+            (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+        },
         p95: at(0.95),
         min: v[0],
         max: v[v.len() - 1],
