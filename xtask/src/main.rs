@@ -55,53 +55,36 @@ fn main() -> anyhow::Result<()> {
         Task::Test { filter } => test::run(filter.as_deref()),
         Task::Demo { keep } => {
             setup::run()?;
-            // The demo finds the daemon binary beside its own.
-            cargo(&[
-                "build",
-                "--quiet",
-                "--package",
-                "redirector",
-                "--bin",
-                "redirector",
-                "--package",
-                "redirector-tests",
-                "--bin",
-                "demo",
-            ])?;
-            run_built("debug/demo", keep.then_some("--keep"))
+            build_and_run(false, "demo", keep.then_some("--keep"))
         }
         Task::Bench { quick } => {
             setup::run()?;
-            // One build of both binaries: built apart, the two packages
-            // unify features differently and rebuild each other's deps.
-            cargo(&[
-                "build",
-                "--quiet",
-                "--release",
-                "--package",
-                "redirector",
-                "--bin",
-                "redirector",
-                "--package",
-                "redirector-tests",
-                "--bin",
-                "bench",
-            ])?;
-            run_built("release/bench", quick.then_some("--quick"))
+            build_and_run(true, "bench", quick.then_some("--quick"))
         }
     }
 }
 
-/// Runs a binary cargo built under target/, with an optional flag.
-fn run_built(path: &str, flag: Option<&str>) -> anyhow::Result<()> {
-    let bin = format!("{}/../target/{path}", env!("CARGO_MANIFEST_DIR"));
-    let ok = Command::new(&bin)
+/// Builds the daemon and the harness binary `bin` of redirector-tests in one
+/// cargo call (built apart, the two packages unify features differently and
+/// rebuild each other's dependencies), then runs `bin`, which finds the
+/// daemon beside itself.
+fn build_and_run(release: bool, bin: &str, flag: Option<&str>) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--quiet"];
+    if release {
+        args.push("--release");
+    }
+    args.extend(["--package", "redirector", "--bin", "redirector"]);
+    args.extend(["--package", "redirector-tests", "--bin", bin]);
+    cargo(&args)?;
+    let profile = if release { "release" } else { "debug" };
+    let path = format!("{}/../target/{profile}/{bin}", env!("CARGO_MANIFEST_DIR"));
+    let ok = Command::new(&path)
         .args(flag)
         .status()
-        .with_context(|| format!("run {bin}"))?
+        .with_context(|| format!("run {path}"))?
         .success();
     if !ok {
-        bail!("{bin} failed");
+        bail!("{path} failed");
     }
     Ok(())
 }

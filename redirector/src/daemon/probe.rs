@@ -283,6 +283,15 @@ mod tests {
         Schedule::new(250 * MS, 50 * MS, 2, t0)
     }
 
+    /// A schedule whose first probe, at `t0`, found the member healthy
+    /// after `rtt`.
+    fn healthy_once(t0: Instant, rtt: Duration) -> Schedule {
+        let mut s = schedule(t0);
+        s.started(t0);
+        s.finished(t0, true, rtt, false);
+        s
+    }
+
     #[test]
     fn first_probe_is_due_at_once() {
         let t0 = Instant::now();
@@ -292,9 +301,7 @@ mod tests {
     #[test]
     fn steady_healthy_member_is_probed_every_interval() {
         let t0 = Instant::now();
-        let mut s = schedule(t0);
-        s.started(t0);
-        s.finished(t0, true, MS, false);
+        let mut s = healthy_once(t0, MS);
         // The first result differs from "no result": confirm quickly.
         assert_eq!(s.due(&[], false), Some(t0 + 50 * MS));
         let t1 = t0 + 50 * MS;
@@ -306,9 +313,7 @@ mod tests {
     #[test]
     fn a_late_probe_of_a_healthy_member_starts_an_overlapping_one() {
         let t0 = Instant::now();
-        let mut s = schedule(t0);
-        s.started(t0);
-        s.finished(t0, true, MS, false);
+        let mut s = healthy_once(t0, MS);
         let t1 = t0 + 250 * MS;
         s.started(t1);
         assert_eq!(s.due(&[t1], false), Some(t1 + 50 * MS));
@@ -323,9 +328,7 @@ mod tests {
         // fall = 2, timeout 250ms: the two failures end 250ms and 300ms
         // after the first probe started, not 250 + 50 + 250.
         let t0 = Instant::now();
-        let mut s = schedule(t0);
-        s.started(t0);
-        s.finished(t0, true, MS, false);
+        let mut s = healthy_once(t0, MS);
         let t1 = t0 + 250 * MS;
         s.started(t1);
         let t2 = s.due(&[t1], false).expect("overlap");
@@ -350,9 +353,7 @@ mod tests {
     #[test]
     fn slow_members_are_late_only_after_twice_their_round_trip() {
         let t0 = Instant::now();
-        let mut s = schedule(t0);
-        s.started(t0);
-        s.finished(t0, true, 80 * MS, false);
+        let mut s = healthy_once(t0, 80 * MS);
         let t1 = t0 + 250 * MS;
         s.started(t1);
         assert_eq!(s.due(&[t1], false), Some(t1 + 160 * MS));
@@ -361,9 +362,7 @@ mod tests {
     #[test]
     fn a_lost_connection_brings_the_next_probe_forward_but_not_too_often() {
         let t0 = Instant::now();
-        let mut s = schedule(t0);
-        s.started(t0);
-        s.finished(t0, true, MS, false);
+        let mut s = healthy_once(t0, MS);
         let t1 = t0 + 50 * MS;
         s.started(t1);
         s.finished(t1, true, MS, false);
@@ -382,9 +381,7 @@ mod tests {
     #[test]
     fn a_result_unlike_the_last_is_followed_up_fast() {
         let t0 = Instant::now();
-        let mut s = schedule(t0);
-        s.started(t0);
-        s.finished(t0, true, MS, false);
+        let mut s = healthy_once(t0, MS);
         let t1 = t0 + 50 * MS;
         s.started(t1);
         s.finished(t1, true, MS, false);
