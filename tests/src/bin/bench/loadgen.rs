@@ -28,7 +28,7 @@ use tokio::{
 
 use super::{
     failover::{Haproxy, REDIRECTOR_CONFIG},
-    summary,
+    paired_ratio, summary,
     throughput::{Path, busy_jiffies},
 };
 
@@ -422,21 +422,6 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
     Ok(cells)
 }
 
-/// The median over rounds of `a / b`, each round against the same round:
-/// the paths of one round ran seconds apart, so noise from other work on
-/// the machine cancels better than in a ratio of medians.
-fn paired_ratio(a: &[Sample], b: &[Sample], f: fn(&Sample) -> f64) -> f64 {
-    let mut r: Vec<f64> = a
-        .iter()
-        .zip(b)
-        .map(|(a, b)| f(a) / f(b).max(1e-9))
-        .collect();
-    if r.is_empty() {
-        return 0.0;
-    }
-    summary(&mut r).median
-}
-
 pub fn table(cells: &[Cell], quick: bool) -> String {
     let mut o = String::new();
     let first = cells.first();
@@ -491,5 +476,59 @@ pub fn table(cells: &[Cell], quick: bool) -> String {
             c.cpu_us.median,
         );
     }
+    o
+}
+
+/// Latency bars for the three paths at each load: the bar is the median
+/// p99, a tick marks the median p50 and a whisker reaches the median p99.9;
+/// log scale, milliseconds.
+pub fn svg(cells: &[Cell]) -> String {
+    let (w, row, left) = (900.0, 22.0, 260.0);
+    let h = 40.0 + row * cells.len() as f64 + 30.0;
+    let (lo, hi) = (
+        0.01_f64,
+        cells.iter().map(|c| c.p999_ms.median).fold(1.0, f64::max),
+    );
+    let x = |ms: f64| left + (w - left - 60.0) * (ms.max(lo) / lo).log10() / (hi / lo).log10();
+    let mut o = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">GET latency, {CONNECTIONS} connections: p99 bar, p50 tick, p99.9 whisker (median over rounds; log scale, ms)</text>\n"
+    );
+    for (i, c) in cells.iter().enumerate() {
+        let y = 34.0 + row * i as f64;
+        let color = match c.path {
+            Path::Direct => "#888",
+            Path::Redirector => "#2a7",
+            Path::Haproxy => "#e93",
+        };
+        let _ = writeln!(
+            o,
+            "<text x=\"10\" y=\"{:.0}\">{} {}</text><rect x=\"{left}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"14\" fill=\"{color}\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.0}\" y2=\"{:.0}\" stroke=\"#000\" stroke-width=\"2\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"#333\"/><text x=\"{:.1}\" y=\"{:.0}\">{:.3}</text>",
+            y + 11.0,
+            c.load.name(),
+            c.path.name(),
+            x(c.p99_ms.median) - left,
+            x(c.p50_ms.median),
+            x(c.p50_ms.median),
+            y + 14.0,
+            x(c.p99_ms.median),
+            x(c.p999_ms.median),
+            y + 7.0,
+            y + 7.0,
+            x(c.p999_ms.median) + 4.0,
+            y + 11.0,
+            c.p99_ms.median,
+        );
+    }
+    for ms in [0.01, 0.1, 1.0, 10.0, 100.0] {
+        if ms <= hi * 1.5 {
+            let _ = writeln!(
+                o,
+                "<text x=\"{:.1}\" y=\"{:.0}\" fill=\"#666\">{ms}</text>",
+                x(ms),
+                h - 8.0
+            );
+        }
+    }
+    o += "</svg>\n";
     o
 }

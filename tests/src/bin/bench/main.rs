@@ -140,6 +140,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(root.join(format!("failover{tag}.svg")), failover_svg)?;
     let throughput_svg = throughput::svg(&results.throughput);
     std::fs::write(root.join(format!("throughput{tag}.svg")), throughput_svg)?;
+    std::fs::write(
+        root.join(format!("latency{tag}.svg")),
+        loadgen::svg(&results.loadgen),
+    )?;
     let timeline_svg = timeline::svg(&results.timeline);
     std::fs::write(
         root.join(format!("failover-timeline{tag}.svg")),
@@ -173,6 +177,21 @@ pub fn summary(v: &mut [f64]) -> Summary {
     }
 }
 
+/// The median over rounds of `f(a) / f(b)`, each round against the same
+/// round: the paths of one round ran seconds apart, so noise from other work
+/// on the machine cancels better than in a ratio of medians.
+pub fn paired_ratio<S>(a: &[S], b: &[S], f: impl Fn(&S) -> f64) -> f64 {
+    let mut r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .map(|(a, b)| f(a) / f(b).max(1e-9))
+        .collect();
+    if r.is_empty() {
+        return 0.0;
+    }
+    summary(&mut r).median
+}
+
 fn verdict(met: bool, quick: bool) -> &'static str {
     match (quick, met) {
         (true, _) => "not judged (--quick)",
@@ -199,7 +218,7 @@ fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
     let _ = writeln!(o, "\n![throughput](throughput{tag}.svg)\n");
     let _ = writeln!(o, "## Latency at fixed rates and at saturation\n");
     o += &loadgen::table(&r.loadgen, r.quick);
-    o += "\n";
+    let _ = writeln!(o, "\n![latency](latency{tag}.svg)\n");
     let _ = writeln!(o, "## Per-packet program cost\n");
     let p0 = r.packet.first();
     let _ = writeln!(
@@ -272,7 +291,11 @@ fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
     o += &timeline::table(&r.timeline);
     let _ = writeln!(
         o,
-        "\n![latency timeline through a failover](failover-timeline{tag}.svg)"
+        "\n![latency timeline through a failover](failover-timeline{tag}.svg)\n"
+    );
+    let _ = writeln!(
+        o,
+        "## Missed targets\n\nWhat limits each missed target, with the profiles and ablations behind it: [ANALYSIS.md](ANALYSIS.md)."
     );
     o
 }

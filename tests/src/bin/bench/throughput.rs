@@ -11,7 +11,7 @@ use redirector_tests::{daemon::DaemonProc, topology::Topology};
 
 use super::{
     failover::{Haproxy, REDIRECTOR_CONFIG},
-    summary,
+    paired_ratio, summary,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
@@ -212,7 +212,7 @@ pub fn table(cells: &[Cell], quick: bool) -> String {
     let rounds = cells.first().map_or(0, |c| c.samples.len());
     let _ = writeln!(
         o,
-        "redis-benchmark, 50 clients, from the application host to member east; {rounds} rounds, the three paths alternating within each round. Median requests/s (min..max), median p50/p99 latency, whole-machine CPU per request. Targets: VIP >= 0.97x direct throughput and p99 <= 1.05x direct; VIP >= 1.5x HAProxy throughput at pipeline 1.\n"
+        "redis-benchmark, 50 clients, from the application host to member east; {rounds} rounds, the three paths alternating within each round. Median requests/s (min..max), median p50/p99 latency, whole-machine CPU per request; ratios vs direct and HAProxy are medians of per-round ratios. Targets: VIP >= 0.97x direct throughput and p99 <= 1.05x direct; VIP >= 1.5x HAProxy throughput at pipeline 1.\n"
     );
     let _ = writeln!(
         o,
@@ -226,14 +226,14 @@ pub fn table(cells: &[Cell], quick: bool) -> String {
         let haproxy = cells
             .iter()
             .find(|d| d.path == Path::Haproxy && d.test == c.test && d.pipeline == c.pipeline);
-        let ratio = direct.map_or(0.0, |d| c.rps_median / d.rps_median);
+        let ratio = direct.map_or(0.0, |d| paired_ratio(&c.samples, &d.samples, |s| s.rps));
         let verdict = if c.path != Path::Redirector {
             "-".to_string()
         } else if quick {
             "not judged (--quick)".into()
         } else {
-            let p99 = direct.map_or(0.0, |d| c.p99_median_ms / d.p99_median_ms.max(0.001));
-            let vs_h = haproxy.map_or(0.0, |h| c.rps_median / h.rps_median);
+            let p99 = direct.map_or(0.0, |d| paired_ratio(&c.samples, &d.samples, |s| s.p99_ms));
+            let vs_h = haproxy.map_or(0.0, |h| paired_ratio(&c.samples, &h.samples, |s| s.rps));
             let mut ok = ratio >= 0.97 && p99 <= 1.05;
             if c.pipeline == 1 {
                 ok &= vs_h >= 1.5;
