@@ -117,13 +117,7 @@ impl Endpoint {
     /// the shape `bpf_csum_diff` and `bpf_fib_lookup` take.
     #[inline(always)]
     pub const fn addr_words(&self) -> [u32; 4] {
-        let b = &self.addr;
-        [
-            u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-            u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
-            u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
-            u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
-        ]
+        addr_words(&self.addr)
     }
 
     /// The IPv4 address bytes (meaningful only when `family == FAMILY_V4`).
@@ -131,6 +125,19 @@ impl Endpoint {
     pub const fn v4_addr(&self) -> [u8; 4] {
         [self.addr[0], self.addr[1], self.addr[2], self.addr[3]]
     }
+}
+
+/// 16 address bytes as four native-endian words holding network-order
+/// bytes ([`Endpoint::addr_words`]; the packet parser reads header
+/// addresses the same way).
+#[inline(always)]
+pub const fn addr_words(b: &[u8; 16]) -> [u32; 4] {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
 }
 
 /// `CONNTRACK` key: one client connection to one VIP.

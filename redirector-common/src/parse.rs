@@ -6,7 +6,7 @@
 //! fragments, IPv6 extension headers, truncation) are written once and tested
 //! on the host.
 
-use crate::maps::Endpoint;
+use crate::maps::{Endpoint, addr_words};
 
 pub const ETH_P_IP: [u8; 2] = 0x0800u16.to_be_bytes();
 pub const ETH_P_IPV6: [u8; 2] = 0x86ddu16.to_be_bytes();
@@ -90,17 +90,23 @@ pub struct TcpHdr {
 }
 pub const TCP_LEN: usize = 20;
 const _: () = assert!(core::mem::size_of::<TcpHdr>() == TCP_LEN);
+pub const TCP_SRC_PORT_OFF: usize = 0;
+pub const TCP_DST_PORT_OFF: usize = 2;
+pub const TCP_CHECK_OFF: usize = 16;
 
 impl TcpHdr {
     /// SYN without ACK: the first packet of a new connection.
     #[inline(always)]
     pub const fn is_syn(&self) -> bool {
-        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        is_syn(self.flags)
     }
 }
-pub const TCP_SRC_PORT_OFF: usize = 0;
-pub const TCP_DST_PORT_OFF: usize = 2;
-pub const TCP_CHECK_OFF: usize = 16;
+
+/// Whether TCP `flags` are SYN without ACK.
+#[inline(always)]
+const fn is_syn(flags: u8) -> bool {
+    flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
 
 /// Bounds-checked read access to a packet.
 pub trait Packet {
@@ -160,7 +166,7 @@ impl TcpPacket {
     /// A SYN without ACK: the first packet of a new connection.
     #[inline(always)]
     pub const fn is_syn(&self) -> bool {
-        self.flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+        is_syn(self.flags)
     }
 
     #[inline(always)]
@@ -188,7 +194,7 @@ impl IpHdr<'_> {
     pub fn src_words(&self) -> [u32; 4] {
         match self {
             IpHdr::V4(ip) => [u32::from_ne_bytes(ip.src), 0, 0, 0],
-            IpHdr::V6(ip) => words(&ip.src),
+            IpHdr::V6(ip) => addr_words(&ip.src),
         }
     }
 
@@ -197,19 +203,9 @@ impl IpHdr<'_> {
     pub fn dst_words(&self) -> [u32; 4] {
         match self {
             IpHdr::V4(ip) => [u32::from_ne_bytes(ip.dst), 0, 0, 0],
-            IpHdr::V6(ip) => words(&ip.dst),
+            IpHdr::V6(ip) => addr_words(&ip.dst),
         }
     }
-}
-
-#[inline(always)]
-fn words(b: &[u8; 16]) -> [u32; 4] {
-    [
-        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
-        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
-        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
-        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
-    ]
 }
 
 /// Like [`parse_tcp`], but asks `keep` about the TCP and IP headers (ports,

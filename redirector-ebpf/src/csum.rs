@@ -5,8 +5,9 @@
 //! addresses (they are in the pseudo-header; ports are not). The helper knows
 //! the skb's checksum state, so CHECKSUM_PARTIAL packets from offloading
 //! devices stay right. The IPv4 header checksum has no such state and is
-//! patched in place, as `bpf_l3_csum_replace` would. XDP has no skb: it patches checksums with the RFC 1624 arithmetic
-//! from `redirector_common::csum`, tested on the host.
+//! patched in place, as `bpf_l3_csum_replace` would. XDP has no skb: it
+//! patches checksums with the RFC 1624 arithmetic from
+//! `redirector_common::csum`, tested on the host.
 
 use aya_ebpf::{
     bindings::BPF_F_PSEUDO_HDR,
