@@ -19,7 +19,7 @@ use std::{
 
 use anyhow::bail;
 
-use super::summary;
+use super::{summary, svg};
 use redirector_tests::{
     daemon::DaemonProc,
     resp::Client,
@@ -398,42 +398,41 @@ pub fn svg(all: &[Series]) -> String {
     let h = 40.0 + row * all.len() as f64 + 30.0;
     let max = all.iter().map(|s| s.p95_ms).fold(10.0_f64, f64::max);
     let x = |ms: f64| left + (w - left - 20.0) * (ms.max(1.0).log10() / max.log10());
-    let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">Failover time, fault to first reply from the next member (median bar, p95 whisker; log scale, ms)</text>\n"
+    let mut o = svg::open(
+        w,
+        h,
+        "Failover time, fault to first reply from the next member (median bar, p95 whisker; log scale, ms)",
     );
     for (i, s) in all.iter().enumerate() {
-        let y = 34.0 + row * i as f64;
         let color = match s.system {
             System::Redirector => "#2a7",
             System::HaproxyTuned => "#e93",
             System::HaproxyDefaults => "#c44",
         };
-        let _ = writeln!(
-            o,
-            "<text x=\"10\" y=\"{:.0}\">{} / {}</text><rect x=\"{left}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"14\" fill=\"{color}\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"#333\"/><text x=\"{:.1}\" y=\"{:.0}\">{:.0}</text>",
-            y + 11.0,
+        let label = format!(
+            "{} / {}",
             s.fault.name(),
-            s.system.name().split(" (").next().unwrap_or(""),
-            x(s.median_ms) - left,
-            x(s.median_ms),
-            x(s.p95_ms),
-            y + 7.0,
-            y + 7.0,
-            x(s.p95_ms) + 4.0,
-            y + 11.0,
-            s.median_ms
+            s.system.name().split(" (").next().unwrap_or("")
         );
-    }
-    for ms in [1.0, 10.0, 100.0, 1000.0, 10000.0] {
-        if ms <= max * 1.5 {
-            let _ = writeln!(
-                o,
-                "<text x=\"{:.1}\" y=\"{:.0}\" fill=\"#666\">{ms}</text>",
-                x(ms),
-                h - 8.0
-            );
+        svg::BarRow {
+            y: 34.0 + row * i as f64,
+            label: &label,
+            color,
+            left,
+            bar: x(s.median_ms),
+            tick: None,
+            whisker: Some(x(s.p95_ms)),
+            value: format!("{:.0}", s.median_ms),
         }
+        .write(&mut o);
     }
+    svg::log_axis(
+        &mut o,
+        &[1.0, 10.0, 100.0, 1000.0, 10000.0],
+        max,
+        x,
+        h - 8.0,
+    );
     o += "</svg>\n";
     o
 }

@@ -28,7 +28,7 @@ use tokio::{
 
 use super::{
     failover::{Haproxy, REDIRECTOR_CONFIG},
-    paired_ratio, summary,
+    paired_ratio, summary, svg,
     throughput::{Path, busy_jiffies},
 };
 
@@ -490,45 +490,27 @@ pub fn svg(cells: &[Cell]) -> String {
         cells.iter().map(|c| c.p999_ms.median).fold(1.0, f64::max),
     );
     let x = |ms: f64| left + (w - left - 60.0) * (ms.max(lo) / lo).log10() / (hi / lo).log10();
-    let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">GET latency, {CONNECTIONS} connections: p99 bar, p50 tick, p99.9 whisker (median over rounds; log scale, ms)</text>\n"
+    let mut o = svg::open(
+        w,
+        h,
+        &format!(
+            "GET latency, {CONNECTIONS} connections: p99 bar, p50 tick, p99.9 whisker (median over rounds; log scale, ms)"
+        ),
     );
     for (i, c) in cells.iter().enumerate() {
-        let y = 34.0 + row * i as f64;
-        let color = match c.path {
-            Path::Direct => "#888",
-            Path::Redirector => "#2a7",
-            Path::Haproxy => "#e93",
-        };
-        let _ = writeln!(
-            o,
-            "<text x=\"10\" y=\"{:.0}\">{} {}</text><rect x=\"{left}\" y=\"{y:.0}\" width=\"{:.1}\" height=\"14\" fill=\"{color}\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{y:.0}\" y2=\"{:.0}\" stroke=\"#000\" stroke-width=\"2\"/><line x1=\"{:.1}\" x2=\"{:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"#333\"/><text x=\"{:.1}\" y=\"{:.0}\">{:.3}</text>",
-            y + 11.0,
-            c.load.name(),
-            c.path.name(),
-            x(c.p99_ms.median) - left,
-            x(c.p50_ms.median),
-            x(c.p50_ms.median),
-            y + 14.0,
-            x(c.p99_ms.median),
-            x(c.p999_ms.median),
-            y + 7.0,
-            y + 7.0,
-            x(c.p999_ms.median) + 4.0,
-            y + 11.0,
-            c.p99_ms.median,
-        );
-    }
-    for ms in [0.01, 0.1, 1.0, 10.0, 100.0] {
-        if ms <= hi * 1.5 {
-            let _ = writeln!(
-                o,
-                "<text x=\"{:.1}\" y=\"{:.0}\" fill=\"#666\">{ms}</text>",
-                x(ms),
-                h - 8.0
-            );
+        svg::BarRow {
+            y: 34.0 + row * i as f64,
+            label: &format!("{} {}", c.load.name(), c.path.name()),
+            color: c.path.color(),
+            left,
+            bar: x(c.p99_ms.median),
+            tick: Some(x(c.p50_ms.median)),
+            whisker: Some(x(c.p999_ms.median)),
+            value: format!("{:.3}", c.p99_ms.median),
         }
+        .write(&mut o);
     }
+    svg::log_axis(&mut o, &[0.01, 0.1, 1.0, 10.0, 100.0], hi, x, h - 8.0);
     o += "</svg>\n";
     o
 }

@@ -9,6 +9,7 @@ mod failover;
 mod loadgen;
 mod packet;
 mod scale;
+mod svg;
 mod throughput;
 mod timeline;
 

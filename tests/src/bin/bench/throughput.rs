@@ -11,7 +11,7 @@ use redirector_tests::{daemon::DaemonProc, topology::Topology};
 
 use super::{
     failover::{Haproxy, REDIRECTOR_CONFIG},
-    paired_ratio, summary,
+    paired_ratio, summary, svg,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
@@ -29,6 +29,15 @@ impl Path {
             Path::Direct => ("198.18.1.10", 6379),
             Path::Redirector => ("198.18.0.100", 6379),
             Path::Haproxy => ("127.0.0.1", 7000),
+        }
+    }
+
+    /// Its colour in every chart.
+    pub fn color(self) -> &'static str {
+        match self {
+            Path::Direct => "#888",
+            Path::Redirector => "#2a7",
+            Path::Haproxy => "#e93",
         }
     }
 
@@ -267,30 +276,21 @@ pub fn svg(cells: &[Cell]) -> String {
     let (w, row, left) = (900.0, 20.0, 260.0);
     let h = 40.0 + row * cells.len() as f64 + 10.0;
     let max = cells.iter().map(|c| c.rps_max).fold(1.0_f64, f64::max);
-    let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">redis-benchmark requests/s (median), 50 clients</text>\n"
-    );
+    let mut o = svg::open(w, h, "redis-benchmark requests/s (median), 50 clients");
     let mut sorted: Vec<&Cell> = cells.iter().collect();
     sorted.sort_by_key(|c| (c.test.clone(), c.pipeline, c.path as u8));
     for (i, c) in sorted.iter().enumerate() {
-        let y = 34.0 + row * i as f64;
-        let color = match c.path {
-            Path::Direct => "#888",
-            Path::Redirector => "#2a7",
-            Path::Haproxy => "#e93",
-        };
-        let bw = (w - left - 80.0) * c.rps_median / max;
-        let _ = writeln!(
-            o,
-            "<text x=\"10\" y=\"{:.0}\">{} P{} {}</text><rect x=\"{left}\" y=\"{y:.0}\" width=\"{bw:.1}\" height=\"14\" fill=\"{color}\"/><text x=\"{:.1}\" y=\"{:.0}\">{:.0}</text>",
-            y + 11.0,
-            c.test,
-            c.pipeline,
-            c.path.name(),
-            left + bw + 4.0,
-            y + 11.0,
-            c.rps_median
-        );
+        svg::BarRow {
+            y: 34.0 + row * i as f64,
+            label: &format!("{} P{} {}", c.test, c.pipeline, c.path.name()),
+            color: c.path.color(),
+            left,
+            bar: left + (w - left - 80.0) * c.rps_median / max,
+            tick: None,
+            whisker: None,
+            value: format!("{:.0}", c.rps_median),
+        }
+        .write(&mut o);
     }
     o += "</svg>\n";
     o

@@ -24,7 +24,10 @@ use redirector_tests::{
     topology::{Family, Topology, vip},
 };
 
-use super::failover::{Fault, HAPROXY_PORT, Haproxy, REDIRECTOR_CONFIG, System};
+use super::{
+    failover::{Fault, HAPROXY_PORT, Haproxy, REDIRECTOR_CONFIG, System},
+    svg,
+};
 
 const EVERY: Duration = Duration::from_millis(2);
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -266,9 +269,12 @@ pub fn svg(all: &[Timeline]) -> String {
     let (t_min, t_max) = (-(BEFORE.as_secs_f64() * 1e3), AFTER.as_secs_f64() * 1e3);
     let x = |ms: f64| left + (w - left - right) * (ms - t_min) / (t_max - t_min);
     let (l_min, l_max) = (0.01_f64, 300.0_f64);
-    let mut o = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n<text x=\"10\" y=\"20\" font-size=\"14\">Every request through a failover: latency (log scale) by send time, ms after the fault</text>\n<text x=\"10\" y=\"38\"><tspan fill=\"#888\">● reply from east</tspan>   <tspan fill=\"#2a7\">● reply from west</tspan>   <tspan fill=\"#c22\">× error (drawn at the time it took)</tspan>   dashed: fault, first reply from west</text>\n"
+    let mut o = svg::open(
+        w,
+        h,
+        "Every request through a failover: latency (log scale) by send time, ms after the fault",
     );
+    o += "<text x=\"10\" y=\"38\"><tspan fill=\"#888\">● reply from east</tspan>   <tspan fill=\"#2a7\">● reply from west</tspan>   <tspan fill=\"#c22\">× error (drawn at the time it took)</tspan>   dashed: fault, first reply from west</text>\n";
     for (i, (tl, tr)) in panels.iter().enumerate() {
         let y0 = top + (panel_h + gap) * i as f64 + 20.0;
         let y = |ms: f64| {
