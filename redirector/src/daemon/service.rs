@@ -298,6 +298,11 @@ impl ServiceTask {
             .observe(outcome.latency.as_secs_f64());
         let healthy = outcome.healthy;
         let error_text = if healthy { None } else { outcome.error.clone() };
+        // The machine hears of the result when it came in, not when the probe
+        // was sent: with overlapping probes a confirming probe may have been
+        // sent before the first failure was known, and "marked down" is the
+        // decision, not that send.
+        let answered = at + outcome.latency;
         self.last[member] = Some((outcome, at));
         let mut changed = false;
         if addr.is_some() && addr != self.resolved[member] {
@@ -316,7 +321,7 @@ impl ServiceTask {
             }
         }
         let before = self.machine.members[member].health;
-        let flip = self.machine.on_check(member, healthy, at);
+        let flip = self.machine.on_check(member, healthy, answered);
         let after = self.machine.members[member].health;
         if before != after {
             tracing::info!(
