@@ -1,7 +1,7 @@
 //! Entry points of the kernel programs. Everything else lives in modules:
 //! `parse` (bounds-checked packet access), `nat` (the three translation
 //! paths), `conntrack` (flow pinning and steering), `csum` (header rewrites
-//! and checksum fixes), `fib` (next hop after DNAT), `maps`, `stats`.
+//! and checksum fixes), `fib` (next hop after DNAT), `socket` (socket lookups), `maps`, `stats`.
 #![no_std]
 #![no_main]
 
@@ -12,6 +12,7 @@ mod fib;
 mod maps;
 mod nat;
 mod parse;
+mod socket;
 mod stats;
 
 use aya_ebpf::{
