@@ -1,4 +1,5 @@
 mod datapath;
 mod deploy;
 mod failover;
+mod flow_lifecycle;
 mod packets;
