@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     admin, config,
-    status::{DaemonStatus, FlipRecord, Request, Response},
+    status::{DaemonStatus, FlipRecord, FlowTableStatus, Request, Response},
 };
 
 const DEFAULT_CONFIG: &str = "/etc/redirector/redirector.toml";
@@ -318,12 +318,8 @@ pub fn format_status(s: &DaemonStatus) -> String {
             );
         }
     }
-    out += &format!(
-        "data path: {} [{}], {} flows\n",
-        s.pin_path,
-        s.attachments.join(", "),
-        s.flows
-    );
+    out += &format!("data path: {} [{}]\n", s.pin_path, s.attachments.join(", "));
+    out += &format_flows(&s.flows);
     out += "  ";
     out += &s
         .counters
@@ -332,6 +328,30 @@ pub fn format_status(s: &DaemonStatus) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     out += "\n";
+    out
+}
+
+fn format_flows(f: &FlowTableStatus) -> String {
+    if f.sweeps == 0 {
+        return match &f.error {
+            Some(e) => format!("  flows: not counted: {e}\n"),
+            None => "  flows: not counted yet (first sweep pending)\n".into(),
+        };
+    }
+    let mut out = format!(
+        "  flows: {} open, {} closing of {} ({:.1} % full, peak {}); swept: {} idle, {} closing, {} orphan replies\n",
+        f.open,
+        f.closing,
+        f.capacity,
+        f.fill() * 100.0,
+        f.peak,
+        f.removed_idle,
+        f.removed_closing,
+        f.removed_orphans
+    );
+    if let Some(e) = &f.error {
+        out += &format!("  flows: last sweep failed: {e}\n");
+    }
     out
 }
 

@@ -33,7 +33,27 @@ pub struct DatapathSection {
     pub ingress: IngressMode,
     pub pin_path: PathBuf,
     pub conntrack_entries: u32,
+    /// An open flow with no packet for this long is over (its peer vanished
+    /// without FIN or RST); the sweep removes its entries.
+    pub flow_idle_timeout: Duration,
+    /// A closing flow (FIN from both sides) whose last ACK the data path
+    /// never saw is removed after this long.
+    pub flow_close_timeout: Duration,
 }
+
+/// Default `flow_idle_timeout`: longer than Linux's default
+/// `tcp_keepalive_time` (2 h) plus its probes and than any idle pool, as
+/// Cilium's 6 h TCP lifetime.
+pub const DEFAULT_FLOW_IDLE_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+/// Default `flow_close_timeout`: covers a retransmitted FIN and the last ACK.
+pub const DEFAULT_FLOW_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Accepted `flow_idle_timeout` range. The data path keeps times in 32-bit
+/// jiffies, which wrap after 49 days at HZ=1000; 7 days stays far inside.
+pub const FLOW_IDLE_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(60), Duration::from_secs(7 * 24 * 3600));
+/// Accepted `flow_close_timeout` range.
+pub const FLOW_CLOSE_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(600));
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdminSection {
@@ -341,6 +361,8 @@ struct RawDatapath {
     ingress: Option<IngressMode>,
     pin_path: Option<Spanned<String>>,
     conntrack_entries: Option<Spanned<u32>>,
+    flow_idle_timeout: Option<Spanned<String>>,
+    flow_close_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Default, Deserialize)]
@@ -561,11 +583,25 @@ impl Ctx<'_> {
             Some((_, n)) => n,
             None => DEFAULT_CONNTRACK_ENTRIES,
         };
+        let flow_idle_timeout = self.bounded_duration(
+            raw.flow_idle_timeout,
+            DEFAULT_FLOW_IDLE_TIMEOUT,
+            "datapath.flow_idle_timeout",
+            FLOW_IDLE_TIMEOUT_RANGE,
+        )?;
+        let flow_close_timeout = self.bounded_duration(
+            raw.flow_close_timeout,
+            DEFAULT_FLOW_CLOSE_TIMEOUT,
+            "datapath.flow_close_timeout",
+            FLOW_CLOSE_TIMEOUT_RANGE,
+        )?;
         Ok(DatapathSection {
             interfaces,
             ingress: raw.ingress.unwrap_or(IngressMode::Auto),
             pin_path,
             conntrack_entries,
+            flow_idle_timeout,
+            flow_close_timeout,
         })
     }
 
@@ -780,6 +816,30 @@ impl Ctx<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// A humantime duration within `range` (inclusive), or `default`.
+    fn bounded_duration(
+        &self,
+        value: Option<Spanned<String>>,
+        default: Duration,
+        field: &str,
+        (min, max): (Duration, Duration),
+    ) -> Result<Duration, ConfigError> {
+        let (span, d) = self.duration(value, default, field, true)?;
+        if d < min || d > max {
+            return Err(self.err(
+                &span,
+                field,
+                format!(
+                    "must be between {} and {}, got {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max),
+                    humantime::format_duration(d)
+                ),
+            ));
+        }
+        Ok(d)
     }
 
     /// A humantime duration, or `default` when absent.
@@ -1316,6 +1376,8 @@ interfaces = ["eth0", "eth1"]
 ingress = "tc"
 pin_path = "/sys/fs/bpf/test"
 conntrack_entries = 4096
+flow_idle_timeout = "2h"
+flow_close_timeout = "5s"
 
 [admin]
 socket = "/tmp/redirector-admin.sock"
@@ -1479,6 +1541,8 @@ priority = 2
                 ingress: IngressMode::Tc,
                 pin_path: PathBuf::from("/sys/fs/bpf/test"),
                 conntrack_entries: 4096,
+                flow_idle_timeout: Duration::from_secs(2 * 3600),
+                flow_close_timeout: Duration::from_secs(5),
             }
         );
         assert_eq!(
@@ -2133,6 +2197,25 @@ priority = 2
         let text = MINIMAL.replace("[datapath]\ninterfaces = [\"eth0\"]\n", "");
         let e = reject(&text);
         assert_eq!(e.field(), "datapath.interfaces");
+    }
+
+    #[test]
+    fn flow_timeouts_default_and_are_bounded() {
+        let c = ok(MINIMAL);
+        assert_eq!(c.datapath.flow_idle_timeout, DEFAULT_FLOW_IDLE_TIMEOUT);
+        assert_eq!(c.datapath.flow_close_timeout, DEFAULT_FLOW_CLOSE_TIMEOUT);
+        for (line, field, mentions) in [
+            ("flow_idle_timeout = \"10s\"", "datapath.flow_idle_timeout", "between 1m and 7days"),
+            ("flow_idle_timeout = \"30days\"", "datapath.flow_idle_timeout", "got 30days"),
+            ("flow_close_timeout = \"0s\"", "datapath.flow_close_timeout", "greater than 0"),
+            ("flow_close_timeout = \"1h\"", "datapath.flow_close_timeout", "between 1s and 10m"),
+        ] {
+            let text = MINIMAL.replace(
+                "interfaces = [\"eth0\"]",
+                &format!("interfaces = [\"eth0\"]\n{line}"),
+            );
+            assert_error(&reject(&text), 3, field, mentions);
+        }
     }
 
     #[test]

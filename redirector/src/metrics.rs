@@ -40,6 +40,16 @@ pub struct CounterLabels {
     pub counter: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SweptLabels {
+    pub reason: String,
+}
+
 type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn check_buckets() -> Histogram {
@@ -60,6 +70,12 @@ pub struct Metrics {
     pub check_seconds: Hist<MemberLabels>,
     pub detection_to_write_seconds: Hist<ServiceLabels>,
     pub datapath: Family<CounterLabels, Gauge<u64, AtomicU64>>,
+    pub flows: Family<StateLabels, Gauge<u64, AtomicU64>>,
+    pub flow_capacity: Gauge<u64, AtomicU64>,
+    pub flow_peak: Gauge<u64, AtomicU64>,
+    pub flows_swept: Family<SweptLabels, Counter>,
+    pub flow_sweep_errors: Counter,
+    pub flow_sweep_seconds: Gauge<f64, AtomicU64>,
     pub ready: AtomicBool,
 }
 
@@ -103,8 +119,50 @@ impl Metrics {
             "Kernel data-path counters (per-CPU sums)",
             datapath.clone(),
         );
+        let flows = Family::default();
+        let flow_capacity = Gauge::default();
+        let flow_peak = Gauge::default();
+        let flows_swept = Family::default();
+        let flow_sweep_errors = Counter::default();
+        let flow_sweep_seconds = Gauge::default();
+        registry.register(
+            "flows",
+            "Flows in the flow table at the last sweep, by state (open, closing)",
+            flows.clone(),
+        );
+        registry.register(
+            "flow_capacity",
+            "Entries the flow table can hold (datapath.conntrack_entries)",
+            flow_capacity.clone(),
+        );
+        registry.register(
+            "flow_peak",
+            "Most flows any sweep has seen since start (how close to full the table ran)",
+            flow_peak.clone(),
+        );
+        registry.register(
+            "flows_swept",
+            "Flow entries the sweep removed, by reason (idle, closing, orphan_reply)",
+            flows_swept.clone(),
+        );
+        registry.register(
+            "flow_sweep_errors",
+            "Flow sweeps that failed",
+            flow_sweep_errors.clone(),
+        );
+        registry.register(
+            "flow_sweep_seconds",
+            "Wall time of the last flow sweep",
+            flow_sweep_seconds.clone(),
+        );
         Arc::new(Self {
             registry,
+            flows,
+            flow_capacity,
+            flow_peak,
+            flows_swept,
+            flow_sweep_errors,
+            flow_sweep_seconds,
             member_up,
             active_member,
             flips,
@@ -120,6 +178,35 @@ impl Metrics {
             service: service.into(),
             member: member.into(),
         }
+    }
+
+    /// Publishes a sweep's result (called by the sweep thread).
+    pub fn flow_table(
+        &self,
+        status: &crate::status::FlowTableStatus,
+        sweep: &crate::datapath::Sweep,
+    ) {
+        for (state, n) in [("open", status.open), ("closing", status.closing)] {
+            self.flows
+                .get_or_create(&StateLabels {
+                    state: state.into(),
+                })
+                .set(n);
+        }
+        self.flow_capacity.set(status.capacity);
+        self.flow_peak.set(status.peak);
+        for (reason, n) in [
+            ("idle", sweep.removed_idle),
+            ("closing", sweep.removed_closing),
+            ("orphan_reply", sweep.removed_orphans),
+        ] {
+            self.flows_swept
+                .get_or_create(&SweptLabels {
+                    reason: reason.into(),
+                })
+                .inc_by(n);
+        }
+        self.flow_sweep_seconds.set(status.last_sweep_ms / 1000.0);
     }
 
     pub fn render(&self) -> String {
@@ -150,7 +237,7 @@ pub async fn serve(
 type AppState = (Arc<Metrics>, crate::daemon::writer::Writer);
 
 async fn render(State((metrics, writer)): State<AppState>) -> impl IntoResponse {
-    if let Some((stats, _)) = writer.stats().await {
+    if let Some(stats) = writer.stats().await {
         for (stat, v) in stats.iter() {
             metrics
                 .datapath

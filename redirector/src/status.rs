@@ -15,7 +15,50 @@ pub struct DaemonStatus {
     pub services: Vec<ServiceStatus>,
     /// Data-path counters summed over CPUs, by name.
     pub counters: Vec<(String, u64)>,
-    pub flows: usize,
+    /// Open and closing flows against capacity, as of the last sweep.
+    pub flows: FlowTableStatus,
+}
+
+/// The flow table as the background sweep last saw it. Counts come from
+/// its walk (off the decision path), so they are up to one sweep old.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FlowTableStatus {
+    /// Entries CONNTRACK can hold.
+    pub capacity: u64,
+    /// Open flows at the last sweep.
+    pub open: u64,
+    /// Closing flows (a FIN seen from one side or both) at the last sweep.
+    pub closing: u64,
+    /// Reply entries at the last sweep.
+    pub replies: u64,
+    /// The most flows (open + closing) any sweep has seen since start: how
+    /// close to full the table ran. The kernel does not report LRU
+    /// evictions; above about 80 % of capacity they become likely.
+    pub peak: u64,
+    /// Flows the sweep removed: idle past `flow_idle_timeout`.
+    pub removed_idle: u64,
+    /// ... closing past `flow_close_timeout`.
+    pub removed_closing: u64,
+    /// Reply entries removed whose flow was gone.
+    pub removed_orphans: u64,
+    /// Sweeps done since start.
+    pub sweeps: u64,
+    /// Unix ms of the last sweep (0: none yet).
+    pub last_sweep_unix_ms: u64,
+    /// Wall time the last sweep took, milliseconds.
+    pub last_sweep_ms: f64,
+    /// Why the last sweep failed, if it did.
+    pub error: Option<String>,
+}
+
+impl FlowTableStatus {
+    /// Flows in the table (open + closing) as a share of capacity.
+    pub fn fill(&self) -> f64 {
+        if self.capacity == 0 {
+            return 0.0;
+        }
+        (self.open + self.closing) as f64 / self.capacity as f64
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

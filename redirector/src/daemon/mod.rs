@@ -3,6 +3,7 @@
 //! reloads on SIGHUP. SIGTERM stops the daemon and leaves the data path in
 //! place: traffic keeps flowing on the last decision.
 
+pub mod flow_sweeper;
 pub mod probe;
 pub mod service;
 pub mod writer;
@@ -29,6 +30,7 @@ use crate::{
 
 struct Daemon {
     config_path: PathBuf,
+    flows: flow_sweeper::FlowSweep,
     config: Config,
     attachments: Vec<String>,
     shared: Shared,
@@ -98,6 +100,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let attachments = describe(&dp);
     let writer = Writer::spawn(dp.maps);
     let metrics = Metrics::new();
+    let flows = flow_sweeper::spawn(&config.datapath, metrics.clone());
     let shared = Shared {
         writer: writer.clone(),
         metrics: metrics.clone(),
@@ -105,6 +108,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
     let mut daemon = Daemon {
         config_path,
+        flows,
         config: config.clone(),
         attachments,
         shared,
@@ -221,16 +225,14 @@ impl Daemon {
                 services.push(s);
             }
         }
-        let (counters, flows) = match self.shared.writer.stats().await {
-            Some((stats, flows)) => (
-                stats
-                    .iter()
-                    .map(|(s, v)| (s.as_str().to_string(), v))
-                    .collect(),
-                flows,
-            ),
-            None => (Vec::new(), 0),
+        let counters = match self.shared.writer.stats().await {
+            Some(stats) => stats
+                .iter()
+                .map(|(s, v)| (s.as_str().to_string(), v))
+                .collect(),
+            None => Vec::new(),
         };
+        let flows = self.flows.status.borrow().clone();
         DaemonStatus {
             config: self.config_path.display().to_string(),
             pin_path: self.config.datapath.pin_path.display().to_string(),
@@ -261,6 +263,7 @@ impl Daemon {
         if new.datapath != self.config.datapath {
             let dp = load_datapath(&new).map_err(|e| format!("{e:#}"))?;
             self.attachments = describe(&dp);
+            self.flows.set_timeouts(&new.datapath);
         }
         let mut changed = 0;
         // Removed or changed services stop; removed ones leave the map.

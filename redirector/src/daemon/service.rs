@@ -133,6 +133,10 @@ pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandl
         resolved.push(r);
     }
     let vip = Endpoint::from(cfg.vip);
+    shared
+        .writer
+        .members(vip, resolved.iter().flatten().map(|a| Endpoint::from(*a)).collect())
+        .await;
     let current = shared.writer.active(vip).await;
     let adopted = current.and_then(|c| {
         resolved
@@ -309,6 +313,9 @@ impl ServiceTask {
             changed = true;
             tracing::info!(service = self.cfg.name, member = name, old = ?self.resolved[member], new = ?addr, "member address changed");
             self.resolved[member] = addr;
+            if let Some(a) = addr {
+                self.shared.writer.members(self.vip, vec![a.into()]).await;
+            }
             if self.machine.active == Some(member)
                 && let Some(a) = addr
                 && let Err(e) = self.shared.writer.set_active(self.vip, a.into()).await

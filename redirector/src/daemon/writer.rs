@@ -7,7 +7,7 @@ use std::{
     time::Instant,
 };
 
-use redirector_common::Endpoint;
+use redirector_common::{Endpoint, MemberVip};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::datapath::{Maps, Stats};
@@ -30,8 +30,12 @@ enum Cmd {
         service: String,
         members: BTreeMap<Endpoint, u32>,
     },
+    Members {
+        vip: Endpoint,
+        members: Vec<Endpoint>,
+    },
     Stats {
-        reply: oneshot::Sender<Option<(Stats, usize)>>,
+        reply: oneshot::Sender<Option<Stats>>,
     },
 }
 
@@ -72,7 +76,16 @@ impl Writer {
         self.send(Cmd::SyncDown { service, members }).await;
     }
 
-    pub async fn stats(&self) -> Option<(Stats, usize)> {
+    /// The member endpoints behind `vip` (resolved addresses), for the
+    /// recovery of lost reply entries (`MEMBER_VIPS`). Endpoints announced
+    /// once stay until the service is removed: old addresses may still
+    /// have flows.
+    pub async fn members(&self, vip: Endpoint, members: Vec<Endpoint>) {
+        self.send(Cmd::Members { vip, members }).await;
+    }
+
+    /// The data path's counters (one per-CPU lookup each; no map walk).
+    pub async fn stats(&self) -> Option<Stats> {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::Stats { reply }).await;
         rx.await.ok().flatten()
@@ -92,9 +105,11 @@ async fn run(mut maps: Maps, mut rx: mpsc::Receiver<Cmd>) {
         .map(|v| v.into_iter().map(|(e, _)| e).collect())
         .unwrap_or_default();
     let mut wanted: HashMap<String, BTreeMap<Endpoint, u32>> = HashMap::new();
+    let mut served = MemberVips::adopt(&maps);
     while let Some(cmd) = rx.recv().await {
         match cmd {
             Cmd::SetActive { vip, member, reply } => {
+                served.add(&mut maps, vip, [member]);
                 let r = maps
                     .set_active(vip, member)
                     .map(|_| Instant::now())
@@ -115,6 +130,7 @@ async fn run(mut maps: Maps, mut rx: mpsc::Receiver<Cmd>) {
                 if let Err(e) = maps.remove_service(&vip) {
                     tracing::error!(vip = %vip.socket_addr(), error = %e, "removing a service failed");
                 }
+                served.remove(&mut maps, &vip);
                 wanted.remove(&service);
                 reconcile(&mut maps, &mut applied, &wanted);
             }
@@ -122,10 +138,13 @@ async fn run(mut maps: Maps, mut rx: mpsc::Receiver<Cmd>) {
                 wanted.insert(service, members);
                 reconcile(&mut maps, &mut applied, &wanted);
             }
+            Cmd::Members { vip, members } => served.add(&mut maps, vip, members),
             Cmd::Stats { reply } => {
-                let s = maps.stats().ok();
-                let flows = maps.flows().map(|f| f.len()).unwrap_or(0);
-                let _ = reply.send(s.map(|s| (s, flows)));
+                let s = maps.stats();
+                if let Err(e) = &s {
+                    tracing::error!(error = %e, "reading the data-path counters failed");
+                }
+                let _ = reply.send(s.ok());
             }
         }
     }
@@ -155,6 +174,89 @@ fn reconcile(
     for e in applied.difference(&target).copied().collect::<Vec<_>>() {
         if maps.mark_up(&e).is_ok() {
             applied.remove(&e);
+        }
+    }
+}
+
+/// Which VIPs each member endpoint is behind, and what `MEMBER_VIPS` holds.
+struct MemberVips {
+    by_vip: HashMap<Endpoint, BTreeSet<Endpoint>>,
+    written: HashMap<Endpoint, MemberVip>,
+}
+
+impl MemberVips {
+    /// Starts from what a previous daemon wrote (corrected at the first
+    /// service announcement) and the active members in the data path.
+    fn adopt(maps: &Maps) -> Self {
+        let written = maps.member_vips().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading MEMBER_VIPS failed; rewriting it");
+            Vec::new()
+        });
+        let mut by_vip: HashMap<Endpoint, BTreeSet<Endpoint>> = HashMap::new();
+        for s in maps.services().unwrap_or_default() {
+            by_vip.entry(s.vip).or_default().insert(s.active.member);
+        }
+        Self {
+            by_vip,
+            written: written.into_iter().collect(),
+        }
+    }
+
+    fn add(&mut self, maps: &mut Maps, vip: Endpoint, members: impl IntoIterator<Item = Endpoint>) {
+        let set = self.by_vip.entry(vip).or_default();
+        let before = set.len();
+        set.extend(members);
+        if set.len() != before {
+            self.sync(maps);
+        }
+    }
+
+    fn remove(&mut self, maps: &mut Maps, vip: &Endpoint) {
+        if self.by_vip.remove(vip).is_some() {
+            self.sync(maps);
+        }
+    }
+
+    /// Writes the entries that differ from what is wanted.
+    fn sync(&mut self, maps: &mut Maps) {
+        let mut want: BTreeMap<Endpoint, (Endpoint, u32)> = BTreeMap::new();
+        for (vip, members) in &self.by_vip {
+            for m in members {
+                want.entry(*m).and_modify(|e| e.1 += 1).or_insert((*vip, 1));
+            }
+        }
+        for (member, (vip, vips)) in &want {
+            let value = MemberVip {
+                vip: *vip,
+                vips: *vips,
+            };
+            if self.written.get(member) == Some(&value) {
+                continue;
+            }
+            match maps.set_member_vip(*member, *vip, *vips) {
+                Ok(()) => {
+                    self.written.insert(*member, value);
+                }
+                Err(e) => {
+                    tracing::error!(member = %member.socket_addr(), error = %e, "writing MEMBER_VIPS failed; lost reply entries of this member are not recovered")
+                }
+            }
+        }
+        let stale: Vec<Endpoint> = self
+            .written
+            .keys()
+            .filter(|m| !want.contains_key(*m))
+            .copied()
+            .collect();
+        for member in stale {
+            match maps.remove_member_vip(&member) {
+                Ok(_) => {
+                    self.written.remove(&member);
+                }
+                Err(e) => {
+                    tracing::error!(member = %member.socket_addr(), error = %e, "removing a MEMBER_VIPS entry failed")
+                }
+            }
         }
     }
 }

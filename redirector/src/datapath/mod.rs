@@ -4,7 +4,9 @@
 //! [`Maps`]; everything persists in bpffs, so the daemon may exit or crash
 //! and traffic keeps flowing on the last decision.
 
+pub mod clock;
 mod error;
+mod flow_table;
 mod loader;
 mod maps;
 pub mod system;
@@ -14,4 +16,5 @@ pub use loader::{
     Attachment, BASELINE_OBJECT, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode,
     Options, XDP_PROGRAM, load_programs, pins_exist, teardown,
 };
+pub use flow_table::{FlowTable, Lifetimes, Sweep, Verdict, verdict};
 pub use maps::{FlowEntry, Maps, ServiceEntry, Stats};
