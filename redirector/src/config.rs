@@ -2205,10 +2205,26 @@ priority = 2
         assert_eq!(c.datapath.flow_idle_timeout, DEFAULT_FLOW_IDLE_TIMEOUT);
         assert_eq!(c.datapath.flow_close_timeout, DEFAULT_FLOW_CLOSE_TIMEOUT);
         for (line, field, mentions) in [
-            ("flow_idle_timeout = \"10s\"", "datapath.flow_idle_timeout", "between 1m and 7days"),
-            ("flow_idle_timeout = \"30days\"", "datapath.flow_idle_timeout", "got 30days"),
-            ("flow_close_timeout = \"0s\"", "datapath.flow_close_timeout", "greater than 0"),
-            ("flow_close_timeout = \"1h\"", "datapath.flow_close_timeout", "between 1s and 10m"),
+            (
+                "flow_idle_timeout = \"10s\"",
+                "datapath.flow_idle_timeout",
+                "between 1m and 7days",
+            ),
+            (
+                "flow_idle_timeout = \"30days\"",
+                "datapath.flow_idle_timeout",
+                "got 30days",
+            ),
+            (
+                "flow_close_timeout = \"0s\"",
+                "datapath.flow_close_timeout",
+                "greater than 0",
+            ),
+            (
+                "flow_close_timeout = \"1h\"",
+                "datapath.flow_close_timeout",
+                "between 1s and 10m",
+            ),
         ] {
             let text = MINIMAL.replace(
                 "interfaces = [\"eth0\"]",

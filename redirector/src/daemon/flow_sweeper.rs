@@ -53,8 +53,7 @@ impl FlowSweep {
 /// Starts the sweep thread for the data path of `cfg`.
 pub fn spawn(cfg: &DatapathSection, metrics: Arc<Metrics>) -> FlowSweep {
     let (tx, rx) = watch::channel(FlowTableStatus::default());
-    let (timeouts, timeouts_rx) =
-        watch::channel((cfg.flow_idle_timeout, cfg.flow_close_timeout));
+    let (timeouts, timeouts_rx) = watch::channel((cfg.flow_idle_timeout, cfg.flow_close_timeout));
     let sweeper = Sweeper {
         pin_path: cfg.pin_path.clone(),
         timeouts: timeouts_rx,
@@ -125,7 +124,11 @@ impl Sweeper {
     fn open(&self) -> Result<(FlowTable, Jiffies), String> {
         let table = FlowTable::open(&self.pin_path).map_err(|e| e.to_string())?;
         let clock = Jiffies::calibrate(Duration::from_millis(100)).map_err(|e| e.to_string())?;
-        tracing::info!(hz = clock.hz(), capacity = table.capacity(), "flow sweep running");
+        tracing::info!(
+            hz = clock.hz(),
+            capacity = table.capacity(),
+            "flow sweep running"
+        );
         Ok((table, clock))
     }
 

@@ -135,7 +135,14 @@ pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandl
     let vip = Endpoint::from(cfg.vip);
     shared
         .writer
-        .members(vip, resolved.iter().flatten().map(|a| Endpoint::from(*a)).collect())
+        .members(
+            vip,
+            resolved
+                .iter()
+                .flatten()
+                .map(|a| Endpoint::from(*a))
+                .collect(),
+        )
         .await;
     let current = shared.writer.active(vip).await;
     let adopted = current.and_then(|c| {

@@ -75,12 +75,11 @@ impl Jiffies {
 }
 
 fn now() -> Result<u32, ClockError> {
-    let text = std::fs::read_to_string(Path::new(TIMER_LIST)).map_err(|source| {
-        ClockError::Read {
+    let text =
+        std::fs::read_to_string(Path::new(TIMER_LIST)).map_err(|source| ClockError::Read {
             path: TIMER_LIST,
             source,
-        }
-    })?;
+        })?;
     parse_jiffies(&text).ok_or(ClockError::NoJiffies { path: TIMER_LIST })
 }
 

@@ -12,9 +12,9 @@ mod maps;
 pub mod system;
 
 pub use error::DatapathError;
+pub use flow_table::{FlowTable, Lifetimes, Sweep, Verdict, verdict};
 pub use loader::{
     Attachment, BASELINE_OBJECT, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode,
     Options, XDP_PROGRAM, load_programs, pins_exist, teardown,
 };
-pub use flow_table::{FlowTable, Lifetimes, Sweep, Verdict, verdict};
 pub use maps::{FlowEntry, Maps, ServiceEntry, Stats};

@@ -16,10 +16,10 @@ use crate::{
     topology::{Family, Topology, start_redis, vip},
 };
 
-const BOUND: Duration = Duration::from_secs(5);
+pub(super) const BOUND: Duration = Duration::from_secs(5);
 
 /// A service "cache" on the VIP with east preferred over west.
-fn config(extra_service: &str, check: &str) -> String {
+pub(super) fn config(extra_service: &str, check: &str) -> String {
     format!(
         r#"
 [datapath]
@@ -60,7 +60,7 @@ priority = 2
     )
 }
 
-fn default_config() -> String {
+pub(super) fn default_config() -> String {
     config("", "kind = \"redis-ping\"")
 }
 
@@ -88,7 +88,7 @@ fn until_region(t: &Topology, want: &str, within: Duration) -> Duration {
     }
 }
 
-fn started(t: &Topology, cfg: &str) -> DaemonProc {
+pub(super) fn started(t: &Topology, cfg: &str) -> DaemonProc {
     let d = DaemonProc::start(t, cfg);
     d.wait_active("cache", "east", BOUND);
     until_region(t, "east", BOUND);
