@@ -78,6 +78,29 @@ fn is_bpffs(dir: &Path) -> bool {
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
+/// Our bpffs mount is only the host's if our mount namespace is init's.
+/// In another one (`ip netns exec` remounts /sys, a container without the
+/// host's /sys/fs/bpf) the pins die with this process and take the data
+/// path with them: say so loudly.
+fn warn_if_private_mount() {
+    let ours = std::fs::read_link("/proc/self/ns/mnt");
+    let init = std::fs::read_link("/proc/1/ns/mnt");
+    match (ours, init) {
+        (Ok(a), Ok(b)) if a == b => {
+            tracing::info!(path = BPFFS, "mounted bpffs");
+        }
+        (ours, init) => tracing::warn!(
+            path = BPFFS,
+            ours = ?ours.ok(),
+            init = ?init.ok(),
+            "mounted a private bpffs: this mount namespace is not the host's, so the pins \
+             will NOT outlive this process and traffic stops when it exits. Run the daemon \
+             in the host's mount namespace (enter a network namespace with `nsenter --net=`, \
+             not `ip netns exec`; in a container, mount the host's /sys/fs/bpf)"
+        ),
+    }
+}
+
 /// Makes sure `pin_path` can hold pins: if it lies under /sys/fs/bpf and
 /// nothing is mounted there yet (a bare host or a fresh mount namespace),
 /// mounts bpffs there, as systemd and Cilium do. Any other location must
@@ -103,6 +126,7 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<(), DatapathError> {
                 source: std::io::Error::last_os_error(),
             });
         }
+        warn_if_private_mount();
     }
     let mut probe = pin_path;
     while !probe.exists() {
