@@ -26,11 +26,15 @@ pub enum Stat {
     /// Reply entries of old VIP flows removed because a direct connection
     /// to the member reused their 4-tuple.
     StaleRepliesRemoved = 9,
+    /// Ingress ICMP/ICMPv6 errors about a translated flow whose embedded
+    /// header was rewritten back to the VIP (path MTU discovery through the
+    /// VIP depends on them).
+    IcmpReverseTranslated = 10,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 11;
 
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Passed,
@@ -43,6 +47,7 @@ impl Stat {
         Stat::RewriteFailed,
         Stat::FibFallback,
         Stat::StaleRepliesRemoved,
+        Stat::IcmpReverseTranslated,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -58,6 +63,7 @@ impl Stat {
             Stat::RewriteFailed => "rewrite_failed",
             Stat::FibFallback => "fib_fallback",
             Stat::StaleRepliesRemoved => "stale_replies_removed",
+            Stat::IcmpReverseTranslated => "icmp_reverse_translated",
         }
     }
 }
