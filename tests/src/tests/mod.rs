@@ -1,4 +1,6 @@
 mod datapath;
 mod deploy;
 mod failover;
+mod icmp;
+mod lengths;
 mod packets;

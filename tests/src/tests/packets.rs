@@ -15,25 +15,25 @@ use redirector_common::{
 
 use crate::{netns::NetNs, pins::PinDir, unique};
 
-const TC_ACT_OK: u32 = 0;
+pub(super) const TC_ACT_OK: u32 = 0;
 const TC_ACT_REDIRECT: u32 = 7;
-const XDP_PASS: u32 = 2;
-const PSH: u8 = 0x08;
+pub(super) const XDP_PASS: u32 = 2;
+pub(super) const PSH: u8 = 0x08;
 
-struct Harness {
+pub(super) struct Harness {
     ebpf: Ebpf,
-    maps: Maps,
+    pub(super) maps: Maps,
 }
 
 #[derive(Clone, Copy)]
-struct Net {
-    client: Endpoint,
-    vip: Endpoint,
-    east: Endpoint,
-    west: Endpoint,
+pub(super) struct Net {
+    pub(super) client: Endpoint,
+    pub(super) vip: Endpoint,
+    pub(super) east: Endpoint,
+    pub(super) west: Endpoint,
 }
 
-fn ep(s: &str) -> Endpoint {
+pub(super) fn ep(s: &str) -> Endpoint {
     Endpoint::from(s.parse::<std::net::SocketAddr>().unwrap())
 }
 
@@ -56,7 +56,7 @@ fn v6() -> Net {
 }
 
 /// Runs `body` with freshly loaded programs, inside a new network namespace.
-fn with_programs(body: impl FnOnce(&mut Harness) + Send + 'static) {
+pub(super) fn with_programs(body: impl FnOnce(&mut Harness) + Send + 'static) {
     let ns = NetNs::new(&unique("pkt"));
     let pins = PinDir::new("pkt");
     let path = pins.path.clone();
@@ -72,17 +72,17 @@ impl Harness {
         let prog: &SchedClassifier = self.ebpf.program(name).unwrap().try_into().unwrap();
         run(prog, frame)
     }
-    fn egress(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+    pub(super) fn egress(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         self.run_tc(EGRESS_PROGRAM, frame)
     }
-    fn ingress_tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+    pub(super) fn ingress_tc(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         self.run_tc(INGRESS_PROGRAM, frame)
     }
-    fn xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
+    pub(super) fn xdp(&self, frame: &[u8]) -> (u32, Vec<u8>) {
         let prog: &Xdp = self.ebpf.program(XDP_PROGRAM).unwrap().try_into().unwrap();
         run(prog, frame)
     }
-    fn stat(&self, s: Stat) -> u64 {
+    pub(super) fn stat(&self, s: Stat) -> u64 {
         self.maps.stats().unwrap().get(s)
     }
 }
@@ -109,15 +109,15 @@ fn src_of(frame: &[u8]) -> Endpoint {
     verify_checksums(frame).expect("valid checksums").src
 }
 
-fn syn(n: &Net) -> Vec<u8> {
+pub(super) fn syn(n: &Net) -> Vec<u8> {
     tcp_frame(&n.client, &n.vip, TCP_SYN, b"")
 }
 
-fn data(n: &Net) -> Vec<u8> {
+pub(super) fn data(n: &Net) -> Vec<u8> {
     tcp_frame(&n.client, &n.vip, TCP_ACK | PSH, b"*1\r\n$4\r\nPING\r\n")
 }
 
-fn both_families(test: fn(Net)) {
+pub(super) fn both_families(test: fn(Net)) {
     test(v4());
     test(v6());
 }
