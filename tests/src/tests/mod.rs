@@ -4,3 +4,4 @@ mod failover;
 mod icmp;
 mod lengths;
 mod packets;
+mod pmtu;
