@@ -11,8 +11,8 @@ use alloc::vec::Vec;
 use crate::{
     csum,
     icmp::{
-        ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_LEN, ICMPV6_PKT_TOOBIG, IPPROTO_ICMP,
-        IPPROTO_ICMPV6,
+        ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_LEN, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACH,
+        ICMPV6_PKT_TOOBIG, ICMPV6_TIME_EXCEED, IPPROTO_ICMP, IPPROTO_ICMPV6,
     },
     maps::{Endpoint, FAMILY_V4},
     parse::*,
@@ -100,6 +100,27 @@ pub enum IcmpKind {
     PacketTooBig(u32),
     /// Any other (type, code), the type-specific bytes zero.
     Other(u8, u8),
+}
+
+impl IcmpKind {
+    /// One error of each type the programs translate, "too big" first:
+    /// IPv4 frag needed, port unreachable, TTL exceeded; ICMPv6 packet too
+    /// big, port unreachable, hop limit exceeded.
+    pub fn translated(v4: bool) -> [IcmpKind; 3] {
+        if v4 {
+            [
+                IcmpKind::FragNeeded(1280),
+                IcmpKind::Other(ICMP_DEST_UNREACH, 3),
+                IcmpKind::Other(ICMP_TIME_EXCEEDED, 0),
+            ]
+        } else {
+            [
+                IcmpKind::PacketTooBig(1280),
+                IcmpKind::Other(ICMPV6_DEST_UNREACH, 4),
+                IcmpKind::Other(ICMPV6_TIME_EXCEED, 0),
+            ]
+        }
+    }
 }
 
 /// An ICMP (IPv4 `from`) or ICMPv6 error from `from` to `to` embedding the

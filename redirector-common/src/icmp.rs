@@ -303,19 +303,7 @@ mod tests {
     }
 
     fn kinds(v4: bool) -> [IcmpKind; 3] {
-        if v4 {
-            [
-                IcmpKind::FragNeeded(1280),
-                IcmpKind::Other(ICMP_DEST_UNREACH, 3),
-                IcmpKind::Other(ICMP_TIME_EXCEEDED, 0),
-            ]
-        } else {
-            [
-                IcmpKind::PacketTooBig(1280),
-                IcmpKind::Other(ICMPV6_DEST_UNREACH, 4),
-                IcmpKind::Other(ICMPV6_TIME_EXCEED, 0),
-            ]
-        }
+        IcmpKind::translated(v4)
     }
 
     /// The IP packet (no Ethernet) the client sent, and the one that left

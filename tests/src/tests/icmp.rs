@@ -15,9 +15,7 @@
 use redirector_common::{
     Endpoint, FAMILY_V4, Stat,
     builder::{IcmpKind, icmp_error_frame, refresh_icmp_checksums, verify_icmp_checksums},
-    icmp::{
-        ICMP_DEST_UNREACH, ICMP_LEN, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACH, ICMPV6_TIME_EXCEED,
-    },
+    icmp::ICMP_LEN,
     parse::{ETH_LEN, IPV4_LEN, IPV6_LEN, TCP_SYN},
 };
 
@@ -44,21 +42,8 @@ fn ip_len(n: &Net) -> usize {
     }
 }
 
-/// The error types we translate, "too big" first.
 fn kinds(n: &Net) -> [IcmpKind; 3] {
-    if n.vip.family == FAMILY_V4 {
-        [
-            IcmpKind::FragNeeded(1280),
-            IcmpKind::Other(ICMP_DEST_UNREACH, 3),
-            IcmpKind::Other(ICMP_TIME_EXCEEDED, 0),
-        ]
-    } else {
-        [
-            IcmpKind::PacketTooBig(1280),
-            IcmpKind::Other(ICMPV6_DEST_UNREACH, 4),
-            IcmpKind::Other(ICMPV6_TIME_EXCEED, 0),
-        ]
-    }
+    IcmpKind::translated(n.vip.family == FAMILY_V4)
 }
 
 /// Opens a flow client -> VIP (pinned to west) and returns the data packet
