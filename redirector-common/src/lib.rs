@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod flow;
 pub mod icmp;
 pub mod maps;
 pub mod parse;

@@ -13,6 +13,9 @@ pub const CONNTRACK: &str = "CONNTRACK";
 pub const REVERSE_NAT: &str = "REVERSE_NAT";
 /// Pin/map name of the set of members whose flows must be steered away.
 pub const DOWN_MEMBERS: &str = "DOWN_MEMBERS";
+/// Pin/map name of the member -> VIP table used to recover a lost reply
+/// entry when the answer is unambiguous.
+pub const MEMBER_VIPS: &str = "MEMBER_VIPS";
 /// Pin/map name of the per-CPU counters.
 pub const STATS: &str = "STATS";
 /// Pin/map name of the VIP port filter: index = port, value = the
@@ -25,11 +28,12 @@ pub const VIP_PORTS: &str = "VIP_PORTS";
 pub const MEMBER_PORTS: &str = "MEMBER_PORTS";
 
 /// Every map the daemon pins, in a stable order.
-pub const PINNED_MAPS: [&str; 7] = [
+pub const PINNED_MAPS: [&str; 8] = [
     SERVICES,
     CONNTRACK,
     REVERSE_NAT,
     DOWN_MEMBERS,
+    MEMBER_VIPS,
     STATS,
     VIP_PORTS,
     MEMBER_PORTS,
@@ -42,6 +46,8 @@ pub const PORT_FILTER_ENTRIES: u32 = 65_536;
 pub const MAX_SERVICES: u32 = 16_384;
 /// Capacity of `DOWN_MEMBERS`.
 pub const MAX_DOWN_MEMBERS: u32 = 16_384;
+/// Capacity of `MEMBER_VIPS`: one entry per member endpoint.
+pub const MAX_MEMBER_VIPS: u32 = 16_384;
 /// Default capacity of `CONNTRACK` and `REVERSE_NAT` (the config may change it).
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 
@@ -176,16 +182,55 @@ const _: () = assert!(core::mem::size_of::<Assignment>() == 28);
 
 /// The flow was moved off a down member onto the active one.
 pub const FLOW_STEERED: u32 = 1;
+/// The flow's entries were re-created from a reply after its reply entry
+/// was lost (see `MEMBER_VIPS`).
+pub const FLOW_RECOVERED: u32 = 2;
 
-/// `CONNTRACK` value: the flow's member and the next hop the kernel last
-/// found for it, so packets of an established flow skip the FIB lookup.
+/// `CONNTRACK` value: the flow's member, the next hop the kernel last
+/// found for it (so packets of an established flow skip the FIB lookup),
+/// and how far the flow has closed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TrackedFlow {
     pub assignment: Assignment,
     pub fib: FibCache,
+    /// `flow::FIN_*` bits; 0 while open.
+    pub state: u32,
+    /// Low 32 bits of jiffies: the last egress packet of an open flow
+    /// (refreshed at most every `SEEN_JIFFIES`), or when a flow started
+    /// closing (both FINs seen). The daemon's sweep compares it with now.
+    pub seen: u32,
 }
-const _: () = assert!(core::mem::size_of::<TrackedFlow>() == 56);
+const _: () = assert!(core::mem::size_of::<TrackedFlow>() == 64);
+
+/// How stale `TrackedFlow::seen` may get before a packet refreshes it:
+/// one write per flow every 64 jiffies at most (0.26 s at HZ=250), far
+/// below any idle timeout, instead of a write per packet.
+pub const SEEN_JIFFIES: u32 = 64;
+
+/// `REVERSE_NAT` value: the VIP a reply must appear to come from, and the
+/// flow's close state (the same bits as `TrackedFlow::state`), so the
+/// reply path sees a flow's end without a second lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReplyTarget {
+    pub vip: Endpoint,
+    /// `flow::FIN_*` bits; 0 while open.
+    pub state: u32,
+}
+const _: () = assert!(core::mem::size_of::<ReplyTarget>() == 24);
+
+/// `MEMBER_VIPS` value: the VIP a member endpoint serves, or, when
+/// `vips > 1`, one of several (then a lost reply entry cannot be
+/// recovered and the miss is counted). The key is the member `Endpoint`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MemberVip {
+    pub vip: Endpoint,
+    /// How many VIPs this member endpoint is behind.
+    pub vips: u32,
+}
+const _: () = assert!(core::mem::size_of::<MemberVip>() == 24);
 
 /// A `bpf_fib_lookup` result for one flow, written by the kernel only.
 /// `action == FIB_NONE` means no result yet (a new or re-pinned flow).
@@ -278,6 +323,8 @@ mod pod {
     unsafe impl aya::Pod for super::Assignment {}
     unsafe impl aya::Pod for super::DownMark {}
     unsafe impl aya::Pod for super::TrackedFlow {}
+    unsafe impl aya::Pod for super::ReplyTarget {}
+    unsafe impl aya::Pod for super::MemberVip {}
 }
 
 impl From<core::net::SocketAddr> for Endpoint {

@@ -26,15 +26,29 @@ pub enum Stat {
     /// Reply entries of old VIP flows removed because a direct connection
     /// to the member reused their 4-tuple.
     StaleRepliesRemoved = 9,
+    /// Flows whose entries the data path removed after FINs from both
+    /// sides and the last ACK.
+    FlowsClosed = 10,
+    /// Flows whose entries the data path removed on an RST.
+    FlowsReset = 11,
+    /// Egress packets (not SYN) of a VIP flow with no entry: its entry was
+    /// evicted, or a late packet of a flow already over. Re-pinned.
+    FlowMisses = 12,
+    /// Replies whose lost reply entry was re-created: the member serves one
+    /// VIP and the client has a socket connected to that VIP.
+    RepliesRecovered = 13,
+    /// Replies from a member endpoint behind several VIPs with no reply
+    /// entry: which VIP it was is ambiguous, so they passed untranslated.
+    RepliesAmbiguous = 14,
     /// Ingress ICMP/ICMPv6 errors about a translated flow whose embedded
     /// header was rewritten back to the VIP (path MTU discovery through the
     /// VIP depends on them).
-    IcmpReverseTranslated = 10,
+    IcmpReverseTranslated = 15,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 16;
 
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Passed,
@@ -47,6 +61,11 @@ impl Stat {
         Stat::RewriteFailed,
         Stat::FibFallback,
         Stat::StaleRepliesRemoved,
+        Stat::FlowsClosed,
+        Stat::FlowsReset,
+        Stat::FlowMisses,
+        Stat::RepliesRecovered,
+        Stat::RepliesAmbiguous,
         Stat::IcmpReverseTranslated,
     ];
 
@@ -63,6 +82,11 @@ impl Stat {
             Stat::RewriteFailed => "rewrite_failed",
             Stat::FibFallback => "fib_fallback",
             Stat::StaleRepliesRemoved => "stale_replies_removed",
+            Stat::FlowsClosed => "flows_closed",
+            Stat::FlowsReset => "flows_reset",
+            Stat::FlowMisses => "flow_misses",
+            Stat::RepliesRecovered => "replies_recovered",
+            Stat::RepliesAmbiguous => "replies_ambiguous",
             Stat::IcmpReverseTranslated => "icmp_reverse_translated",
         }
     }

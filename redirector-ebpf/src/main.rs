@@ -2,7 +2,7 @@
 //! `parse` (bounds-checked packet access), `nat` (the three translation
 //! paths), `conntrack` (flow pinning and steering), `csum` (header rewrites
 //! and checksum fixes), `icmp` (ICMP errors about our flows), `fib` (next
-//! hop after DNAT), `maps`, `stats`.
+//! hop after DNAT), `socket` (socket lookups), `maps`, `stats`.
 #![no_std]
 #![no_main]
 
@@ -14,6 +14,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod socket;
 mod stats;
 
 use aya_ebpf::{

@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use redirector_common::{
     Assignment, DEFAULT_CONNTRACK_ENTRIES, DownMark, Endpoint, FlowKey, MAX_DOWN_MEMBERS,
-    MAX_SERVICES, PORT_FILTER_ENTRIES, ReverseKey, Stat, TrackedFlow, filter_bit,
+    MAX_MEMBER_VIPS, MAX_SERVICES, MemberVip, PORT_FILTER_ENTRIES, ReplyTarget, ReverseKey, Stat,
+    TrackedFlow, filter_bit,
 };
 
 /// VIP endpoint -> the service's active member. One update flips a service.
@@ -20,9 +21,9 @@ pub static SERVICES: HashMap<Endpoint, Assignment> = HashMap::with_max_entries(M
 pub static CONNTRACK: LruHashMap<FlowKey, TrackedFlow> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
-/// (member, client) -> VIP, to rewrite replies.
+/// (member, client) -> VIP and close state, to rewrite replies.
 #[map]
-pub static REVERSE_NAT: LruHashMap<ReverseKey, Endpoint> =
+pub static REVERSE_NAT: LruHashMap<ReverseKey, ReplyTarget> =
     LruHashMap::with_max_entries(DEFAULT_CONNTRACK_ENTRIES, 0);
 
 /// Members whose pinned flows are steered to the active member (so they
@@ -30,6 +31,18 @@ pub static REVERSE_NAT: LruHashMap<ReverseKey, Endpoint> =
 #[map]
 pub static DOWN_MEMBERS: HashMap<Endpoint, DownMark> =
     HashMap::with_max_entries(MAX_DOWN_MEMBERS, 0);
+
+/// Member endpoint -> the VIP it serves (or how many), written by the
+/// daemon: recovers a lost reply entry when the answer is unambiguous.
+#[map]
+pub static MEMBER_VIPS: HashMap<Endpoint, MemberVip> =
+    HashMap::with_max_entries(MAX_MEMBER_VIPS, 0);
+
+/// Per-CPU room for the values a reply recovery builds: they would not
+/// fit in the BPF stack beside the caller's frame. Not pinned.
+#[map]
+pub static RECOVERY_SCRATCH: PerCpuArray<crate::conntrack::Recovery> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU counters indexed by `Stat`.
 #[map]

@@ -60,7 +60,7 @@ pub fn egress(ctx: &TcContext) -> Result<i32, Error> {
         client: pkt.src,
         vip: pkt.dst,
     };
-    let route = conntrack::route_for(ctx, &flow, &active, pkt.is_syn())?;
+    let route = conntrack::route_for(ctx, &flow, &active, pkt.flags)?;
     csum::tc_rewrite(ctx, &pkt, Side::Destination, &route.member)?;
     stats::count(Stat::Translated);
     fib::forward(ctx, &route.fib)
@@ -79,7 +79,7 @@ pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
-    let Some(vip) = conntrack::vip_for_reply(&pkt.src, &pkt.dst) else {
+    let Some(vip) = conntrack::reply_for(ctx, &pkt.src, &pkt.dst, pkt.flags) else {
         stats::count(Stat::Passed);
         return Ok(TC_ACT_OK as i32);
     };
@@ -100,7 +100,7 @@ pub fn ingress_xdp(ctx: &XdpContext) -> Result<u32, Error> {
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(XDP_PASS);
     };
-    let Some(vip) = conntrack::vip_for_reply(&pkt.src, &pkt.dst) else {
+    let Some(vip) = conntrack::reply_for(ctx, &pkt.src, &pkt.dst, pkt.flags) else {
         stats::count(Stat::Passed);
         return Ok(XDP_PASS);
     };

@@ -25,8 +25,9 @@ use aya::{
     },
 };
 use redirector_common::{
-    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, PINNED_MAPS,
-    REVERSE_NAT, ReverseKey, SERVICES, STATS, TrackedFlow, VIP_PORTS,
+    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, MEMBER_VIPS,
+    MemberVip, PINNED_MAPS, REVERSE_NAT, ReplyTarget, ReverseKey, SERVICES, STATS, TrackedFlow,
+    VIP_PORTS,
 };
 
 use super::{DatapathError, Maps, system};
@@ -236,7 +237,7 @@ where
 /// silently by the loader; refuse it instead of misreading it.
 fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), DatapathError> {
     use std::mem::size_of;
-    let expected: [(&'static str, MapType, usize, usize); 7] = [
+    let expected: [(&'static str, MapType, usize, usize); 8] = [
         (
             SERVICES,
             MapType::Hash,
@@ -253,13 +254,19 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
             REVERSE_NAT,
             MapType::LruHash,
             size_of::<ReverseKey>(),
-            size_of::<Endpoint>(),
+            size_of::<ReplyTarget>(),
         ),
         (
             DOWN_MEMBERS,
             MapType::Hash,
             size_of::<Endpoint>(),
             size_of::<DownMark>(),
+        ),
+        (
+            MEMBER_VIPS,
+            MapType::Hash,
+            size_of::<Endpoint>(),
+            size_of::<MemberVip>(),
         ),
         (
             STATS,

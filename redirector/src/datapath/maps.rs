@@ -5,8 +5,9 @@ use std::path::Path;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
 use redirector_common::{
-    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, REVERSE_NAT,
-    ReverseKey, SERVICES, STATS, Stat, TrackedFlow, VIP_PORTS, filter_bit,
+    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, MEMBER_VIPS,
+    MemberVip, REVERSE_NAT, ReplyTarget, ReverseKey, SERVICES, STATS, Stat, TrackedFlow, VIP_PORTS,
+    filter_bit,
 };
 
 use super::DatapathError;
@@ -23,6 +24,8 @@ pub struct ServiceEntry {
 pub struct FlowEntry {
     pub flow: FlowKey,
     pub assignment: Assignment,
+    /// `redirector_common::flow::FIN_*` bits.
+    pub state: u32,
 }
 
 /// `STATS` summed over CPUs.
@@ -42,8 +45,9 @@ impl Stats {
 pub struct Maps {
     services: HashMap<MapData, Endpoint, Assignment>,
     conntrack: HashMap<MapData, FlowKey, TrackedFlow>,
-    reverse: HashMap<MapData, ReverseKey, Endpoint>,
+    reverse: HashMap<MapData, ReverseKey, ReplyTarget>,
     down: HashMap<MapData, Endpoint, DownMark>,
+    member_vips: HashMap<MapData, Endpoint, MemberVip>,
     stats: PerCpuArray<MapData, u64>,
     vip_ports: Array<MapData, u32>,
     member_ports: Array<MapData, u32>,
@@ -85,6 +89,7 @@ impl Maps {
             conntrack: typed!(pin_path, CONNTRACK),
             reverse: typed!(pin_path, REVERSE_NAT),
             down: typed!(pin_path, DOWN_MEMBERS),
+            member_vips: typed!(pin_path, MEMBER_VIPS),
             stats: typed!(pin_path, STATS),
             vip_ports: typed!(pin_path, VIP_PORTS),
             member_ports: typed!(pin_path, MEMBER_PORTS),
@@ -196,13 +201,52 @@ impl Maps {
             FlowEntry {
                 flow,
                 assignment: tracked.assignment,
+                state: tracked.state,
             }
         })
     }
 
-    /// Number of reply-translation entries (for status and tests).
+    /// Number of reply-translation entries (for tests; a full walk).
     pub fn reverse_entries(&self) -> Result<usize, DatapathError> {
         Ok(collect(self.reverse.iter(), REVERSE_NAT, |_, _| ())?.len())
+    }
+
+    /// The reply entry of `member` -> `client`, if any (for tests).
+    pub fn reply_target(
+        &self,
+        member: Endpoint,
+        client: Endpoint,
+    ) -> Result<Option<ReplyTarget>, DatapathError> {
+        not_found_is_none(
+            self.reverse.get(&ReverseKey { member, client }, 0),
+            REVERSE_NAT,
+        )
+    }
+
+    /// Records which VIP `member` serves (`vips` = how many it is behind),
+    /// so a lost reply entry can be recovered when that is one.
+    pub fn set_member_vip(
+        &mut self,
+        member: Endpoint,
+        vip: Endpoint,
+        vips: u32,
+    ) -> Result<(), DatapathError> {
+        self.member_vips
+            .insert(member, MemberVip { vip, vips }, 0)
+            .map_err(|source| DatapathError::Map {
+                map: MEMBER_VIPS,
+                source: Box::new(source),
+            })
+    }
+
+    /// Forgets `member` in `MEMBER_VIPS`. Returns whether it was there.
+    pub fn remove_member_vip(&mut self, member: &Endpoint) -> Result<bool, DatapathError> {
+        removed(self.member_vips.remove(member), MEMBER_VIPS)
+    }
+
+    /// Every `MEMBER_VIPS` entry.
+    pub fn member_vips(&self) -> Result<Vec<(Endpoint, MemberVip)>, DatapathError> {
+        collect(self.member_vips.iter(), MEMBER_VIPS, |e, v| (e, v))
     }
 
     pub fn stats(&self) -> Result<Stats, DatapathError> {

@@ -21,7 +21,7 @@ pub(super) const XDP_PASS: u32 = 2;
 pub(super) const PSH: u8 = 0x08;
 
 pub(super) struct Harness {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     pub(super) maps: Maps,
 }
 
@@ -37,7 +37,7 @@ pub(super) fn ep(s: &str) -> Endpoint {
     Endpoint::from(s.parse::<std::net::SocketAddr>().unwrap())
 }
 
-fn v4() -> Net {
+pub(super) fn v4() -> Net {
     Net {
         client: ep("198.18.10.2:40000"),
         vip: ep("198.18.0.100:6379"),
@@ -46,7 +46,7 @@ fn v4() -> Net {
     }
 }
 
-fn v6() -> Net {
+pub(super) fn v6() -> Net {
     Net {
         client: ep("[2001:db8:10::2]:40000"),
         vip: ep("[2001:db8:100::100]:6379"),
@@ -68,7 +68,7 @@ pub(super) fn with_programs(body: impl FnOnce(&mut Harness) + Send + 'static) {
 }
 
 impl Harness {
-    fn run_tc(&self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
+    pub(super) fn run_tc(&self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let prog: &SchedClassifier = self.ebpf.program(name).unwrap().try_into().unwrap();
         run(prog, frame)
     }
@@ -101,11 +101,11 @@ where
     (r.verdict, r.packet)
 }
 
-fn dst_of(frame: &[u8]) -> Endpoint {
+pub(super) fn dst_of(frame: &[u8]) -> Endpoint {
     verify_checksums(frame).expect("valid checksums").dst
 }
 
-fn src_of(frame: &[u8]) -> Endpoint {
+pub(super) fn src_of(frame: &[u8]) -> Endpoint {
     verify_checksums(frame).expect("valid checksums").src
 }
 
