@@ -1,4 +1,6 @@
-//! Crafts Ethernet/IP/TCP packets with valid checksums and validates them.
+//! Crafts Ethernet/IP/TCP packets and ICMP/ICMPv6 errors with valid
+//! checksums, and validates them by recomputing every checksum from scratch
+//! (never with the incremental code the programs use).
 //!
 //! Used by the host unit tests here and by the BPF_PROG_TEST_RUN packet tests
 //! in `tests/` (feature `builder`), so both check packets the same way.
@@ -8,6 +10,10 @@ use alloc::vec::Vec;
 
 use crate::{
     csum,
+    icmp::{
+        ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, ICMP_LEN, ICMP_TIME_EXCEEDED, ICMPV6_DEST_UNREACH,
+        ICMPV6_PKT_TOOBIG, ICMPV6_TIME_EXCEED, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    },
     maps::{Endpoint, FAMILY_V4},
     parse::*,
 };
@@ -19,36 +25,7 @@ pub const GATEWAY_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 /// `flags`, valid IP and TCP checksums, and `payload`.
 pub fn tcp_frame(src: &Endpoint, dst: &Endpoint, flags: u8, payload: &[u8]) -> Vec<u8> {
     assert_eq!(src.family, dst.family, "mixed families");
-    let mut f = Vec::new();
-    f.extend_from_slice(&GATEWAY_MAC);
-    f.extend_from_slice(&CLIENT_MAC);
-    let tcp_len = TCP_LEN + payload.len();
-    if src.family == FAMILY_V4 {
-        f.extend_from_slice(&ETH_P_IP);
-        let tot = (IPV4_LEN + tcp_len) as u16;
-        let mut ip = [0u8; IPV4_LEN];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&tot.to_be_bytes());
-        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-        ip[6] = 0x40; // DF
-        ip[8] = 64;
-        ip[9] = IPPROTO_TCP;
-        ip[12..16].copy_from_slice(&src.v4_addr());
-        ip[16..20].copy_from_slice(&dst.v4_addr());
-        let c = csum::checksum(&ip);
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
-        f.extend_from_slice(&ip);
-    } else {
-        f.extend_from_slice(&ETH_P_IPV6);
-        let mut ip = [0u8; IPV6_LEN];
-        ip[0] = 0x60;
-        ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
-        ip[6] = IPPROTO_TCP;
-        ip[7] = 64;
-        ip[8..24].copy_from_slice(&src.addr);
-        ip[24..40].copy_from_slice(&dst.addr);
-        f.extend_from_slice(&ip);
-    }
+    let mut f = eth_ip(src, dst, IPPROTO_TCP, TCP_LEN + payload.len());
     let mut tcp = [0u8; TCP_LEN];
     tcp[0..2].copy_from_slice(&src.port);
     tcp[2..4].copy_from_slice(&dst.port);
@@ -68,6 +45,177 @@ pub fn tcp_frame(src: &Endpoint, dst: &Endpoint, flags: u8, payload: &[u8]) -> V
     f
 }
 
+/// Ethernet and IP headers (IPv4 with DF, no options) from `src` to `dst`
+/// for `l4_len` bytes of protocol `proto`, valid IPv4 header checksum.
+fn eth_ip(src: &Endpoint, dst: &Endpoint, proto: u8, l4_len: usize) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&GATEWAY_MAC);
+    f.extend_from_slice(&CLIENT_MAC);
+    if src.family == FAMILY_V4 {
+        f.extend_from_slice(&ETH_P_IP);
+        let tot = (IPV4_LEN + l4_len) as u16;
+        let mut ip = [0u8; IPV4_LEN];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&tot.to_be_bytes());
+        ip[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        ip[6] = 0x40; // DF
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&src.v4_addr());
+        ip[16..20].copy_from_slice(&dst.v4_addr());
+        let c = csum::checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+    } else {
+        f.extend_from_slice(&ETH_P_IPV6);
+        let mut ip = [0u8; IPV6_LEN];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+        ip[6] = proto;
+        ip[7] = 64;
+        ip[8..24].copy_from_slice(&src.addr);
+        ip[24..40].copy_from_slice(&dst.addr);
+        f.extend_from_slice(&ip);
+    }
+    f
+}
+
+/// Recomputes the IPv4 header checksum of `frame` (after a test edited the
+/// header); IPv6 has none.
+pub fn fix_ipv4_checksum(frame: &mut [u8]) {
+    if frame[12..14] == ETH_P_IP {
+        let h = ETH_LEN..ETH_LEN + IPV4_LEN;
+        frame[ETH_LEN + IPV4_CHECK_OFF..][..2].fill(0);
+        let c = csum::checksum(&frame[h]);
+        frame[ETH_LEN + IPV4_CHECK_OFF..][..2].copy_from_slice(&c.to_be_bytes());
+    }
+}
+
+/// Which ICMP error [`icmp_error_frame`] builds.
+#[derive(Clone, Copy, Debug)]
+pub enum IcmpKind {
+    /// IPv4 destination unreachable, fragmentation needed, next-hop MTU.
+    FragNeeded(u16),
+    /// ICMPv6 packet too big, MTU.
+    PacketTooBig(u32),
+    /// Any other (type, code), the type-specific bytes zero.
+    Other(u8, u8),
+}
+
+impl IcmpKind {
+    /// One error of each type the programs translate, "too big" first:
+    /// IPv4 frag needed, port unreachable, TTL exceeded; ICMPv6 packet too
+    /// big, port unreachable, hop limit exceeded.
+    pub fn translated(v4: bool) -> [IcmpKind; 3] {
+        if v4 {
+            [
+                IcmpKind::FragNeeded(1280),
+                IcmpKind::Other(ICMP_DEST_UNREACH, 3),
+                IcmpKind::Other(ICMP_TIME_EXCEEDED, 0),
+            ]
+        } else {
+            [
+                IcmpKind::PacketTooBig(1280),
+                IcmpKind::Other(ICMPV6_DEST_UNREACH, 4),
+                IcmpKind::Other(ICMPV6_TIME_EXCEED, 0),
+            ]
+        }
+    }
+}
+
+/// An ICMP (IPv4 `from`) or ICMPv6 error from `from` to `to` embedding the
+/// first `limit` bytes of the IP packet `embedded` (no Ethernet header), as
+/// a router would send it; valid checksums.
+pub fn icmp_error_frame(
+    from: &Endpoint,
+    to: &Endpoint,
+    kind: IcmpKind,
+    embedded: &[u8],
+    limit: usize,
+) -> Vec<u8> {
+    let body = &embedded[..embedded.len().min(limit)];
+    let v4 = from.family == FAMILY_V4;
+    let proto = if v4 { IPPROTO_ICMP } else { IPPROTO_ICMPV6 };
+    let mut f = eth_ip(from, to, proto, ICMP_LEN + body.len());
+    let mut icmp = [0u8; ICMP_LEN];
+    match kind {
+        IcmpKind::FragNeeded(mtu) => {
+            icmp[0] = ICMP_DEST_UNREACH;
+            icmp[1] = ICMP_FRAG_NEEDED;
+            icmp[6..8].copy_from_slice(&mtu.to_be_bytes());
+        }
+        IcmpKind::PacketTooBig(mtu) => {
+            icmp[0] = ICMPV6_PKT_TOOBIG;
+            icmp[4..8].copy_from_slice(&mtu.to_be_bytes());
+        }
+        IcmpKind::Other(t, c) => {
+            icmp[0] = t;
+            icmp[1] = c;
+        }
+    }
+    f.extend_from_slice(&icmp);
+    f.extend_from_slice(body);
+    refresh_icmp_checksums(&mut f);
+    f
+}
+
+/// Offset of the ICMP header and end of the IP packet of an ICMP frame.
+fn icmp_bounds(frame: &[u8]) -> (usize, usize) {
+    if frame[12..14] == ETH_P_IP {
+        let tot = u16::from_be_bytes([frame[ETH_LEN + 2], frame[ETH_LEN + 3]]) as usize;
+        (ETH_LEN + IPV4_LEN, ETH_LEN + tot)
+    } else {
+        let pl = u16::from_be_bytes([frame[ETH_LEN + 4], frame[ETH_LEN + 5]]) as usize;
+        (ETH_LEN + IPV6_LEN, ETH_LEN + IPV6_LEN + pl)
+    }
+}
+
+/// The ICMP / ICMPv6 checksum of the message in `frame`, from scratch; 0
+/// when the stored one is right.
+fn icmp_sum(frame: &[u8]) -> u16 {
+    let (l4, end) = icmp_bounds(frame);
+    if frame[12..14] == ETH_P_IP {
+        csum::checksum(&frame[l4..end])
+    } else {
+        let ip = &frame[ETH_LEN..];
+        csum::l4_checksum(IPPROTO_ICMPV6, &ip[8..24], &ip[24..40], &frame[l4..end])
+    }
+}
+
+/// Recomputes every checksum of an ICMP error frame from scratch: the
+/// embedded IPv4 header's (when all of it is there), the ICMP one and the
+/// outer IPv4 header's. For tests that edit a frame.
+pub fn refresh_icmp_checksums(frame: &mut [u8]) {
+    let (l4, _) = icmp_bounds(frame);
+    let inner = l4 + ICMP_LEN;
+    if frame[12..14] == ETH_P_IP && frame.len() >= inner + IPV4_LEN && frame[inner] == 0x45 {
+        frame[inner + IPV4_CHECK_OFF..][..2].fill(0);
+        let c = csum::checksum(&frame[inner..inner + IPV4_LEN]);
+        frame[inner + IPV4_CHECK_OFF..][..2].copy_from_slice(&c.to_be_bytes());
+    }
+    frame[l4 + 2..l4 + 4].fill(0);
+    let c = icmp_sum(frame);
+    frame[l4 + 2..l4 + 4].copy_from_slice(&c.to_be_bytes());
+    fix_ipv4_checksum(frame);
+}
+
+/// Checks an ICMP error frame's checksums from scratch: outer IPv4 header,
+/// ICMP / ICMPv6 (with the pseudo-header), and the embedded IPv4 header.
+pub fn verify_icmp_checksums(frame: &[u8]) -> Result<(), BadChecksum> {
+    let v4 = frame[12..14] == ETH_P_IP;
+    if v4 && csum::checksum(&frame[ETH_LEN..ETH_LEN + IPV4_LEN]) != 0 {
+        return Err(BadChecksum::Ipv4Header);
+    }
+    if icmp_sum(frame) != 0 {
+        return Err(BadChecksum::Icmp);
+    }
+    let inner = icmp_bounds(frame).0 + ICMP_LEN;
+    if v4 && csum::checksum(&frame[inner..inner + IPV4_LEN]) != 0 {
+        return Err(BadChecksum::EmbeddedIpv4Header);
+    }
+    Ok(())
+}
+
 fn addrs<'a>(src: &'a Endpoint, dst: &'a Endpoint) -> (&'a [u8], &'a [u8]) {
     if src.family == FAMILY_V4 {
         (&src.addr[..4], &dst.addr[..4])
@@ -82,6 +230,10 @@ pub enum BadChecksum {
     NotTcp(Skip),
     Ipv4Header,
     Tcp,
+    /// The ICMP / ICMPv6 checksum.
+    Icmp,
+    /// The IPv4 header embedded in an ICMP error.
+    EmbeddedIpv4Header,
 }
 
 /// Recomputes the IPv4 header and TCP checksums from scratch.
@@ -252,6 +404,167 @@ mod tests {
                 assert_eq!(parse_tcp(&f[..len]), Err(Skip::Truncated), "len {len}");
             }
             assert!(parse_tcp(&f[..]).is_ok());
+        }
+    }
+
+    /// Sets the IP length field of `f` (IPv4 total, IPv6 payload length).
+    fn set_ip_len(f: &mut [u8], len: u16) {
+        let off = if f[12..14] == ETH_P_IP { 2 } else { 4 };
+        f[ETH_LEN + off..][..2].copy_from_slice(&len.to_be_bytes());
+        fix_ipv4_checksum(f);
+    }
+
+    fn l4_off(f: &[u8]) -> usize {
+        ETH_LEN
+            + if f[12..14] == ETH_P_IP {
+                IPV4_LEN
+            } else {
+                IPV6_LEN
+            }
+    }
+
+    /// What an IP length field says for `l4_bytes` after the IP header.
+    fn ip_len_for(f: &[u8], l4_bytes: usize) -> u16 {
+        (l4_bytes + if f[12..14] == ETH_P_IP { IPV4_LEN } else { 0 }) as u16
+    }
+
+    fn both() -> [Vec<u8>; 2] {
+        [
+            tcp_frame(&v4([1, 1, 1, 1], 1), &v4([2, 2, 2, 2], 2), TCP_ACK, b""),
+            tcp_frame(&v6(1, 1), &v6(2, 2), TCP_ACK, b""),
+        ]
+    }
+
+    #[test]
+    fn ip_length_ending_inside_the_tcp_header_is_malformed() {
+        for base in both() {
+            for l4 in 0..TCP_LEN {
+                let mut f = base.clone();
+                let len = ip_len_for(&f, l4);
+                set_ip_len(&mut f, len);
+                if len == 0 {
+                    continue; // IPv6 with payload 0: the BIG TCP case below
+                }
+                assert_eq!(parse_tcp(&f[..]), Err(Skip::Malformed), "l4 bytes {l4}");
+            }
+        }
+    }
+
+    #[test]
+    fn ip_length_beyond_the_frame_is_malformed() {
+        for base in both() {
+            let mut f = base.clone();
+            let len = ip_len_for(&f, TCP_LEN + 1);
+            set_ip_len(&mut f, len);
+            assert_eq!(parse_tcp(&f[..]), Err(Skip::Malformed));
+            set_ip_len(&mut f, 0xffff);
+            assert_eq!(parse_tcp(&f[..]), Err(Skip::Malformed));
+        }
+    }
+
+    #[test]
+    fn ethernet_padding_after_the_ip_packet_is_fine() {
+        for base in both() {
+            let mut f = base.clone();
+            f.resize(f.len().max(60) + 6, 0);
+            let p = parse_tcp(&f[..]).unwrap();
+            assert_eq!(p, parse_tcp(&base[..]).unwrap());
+        }
+    }
+
+    #[test]
+    fn tcp_data_offset_below_5_or_past_the_ip_length_is_malformed() {
+        for base in both() {
+            let off = l4_off(&base);
+            for doff in 0..5u8 {
+                let mut f = base.clone();
+                f[off + 12] = doff << 4;
+                assert_eq!(parse_tcp(&f[..]), Err(Skip::Malformed), "doff {doff}");
+            }
+            // Past the packet.
+            let mut f = base.clone();
+            f[off + 12] = 15 << 4;
+            assert_eq!(parse_tcp(&f[..]), Err(Skip::Malformed));
+            // Inside the frame (padding) but past the IP length.
+            let mut padded = base.clone();
+            padded.resize(base.len() + 40, 0);
+            padded[off + 12] = 10 << 4;
+            assert_eq!(parse_tcp(&padded[..]), Err(Skip::Malformed));
+            // Options the IP length covers are fine.
+            let len = ip_len_for(&padded, 40);
+            set_ip_len(&mut padded, len);
+            assert!(parse_tcp(&padded[..]).is_ok());
+            let mut six = base.clone();
+            six.extend_from_slice(&[1, 1, 1, 1]); // 4 bytes of NOP options
+            six[off + 12] = 6 << 4;
+            let len = ip_len_for(&six, 24);
+            set_ip_len(&mut six, len);
+            assert!(parse_tcp(&six[..]).is_ok());
+        }
+    }
+
+    /// An skb as TC sees it: the headers in the linear part, the rest of a
+    /// GSO/GRO super-packet in pages the program cannot read directly.
+    struct Paged<'a> {
+        linear: &'a [u8],
+        len: usize,
+    }
+
+    impl Packet for Paged<'_> {
+        fn ref_at<T>(&self, offset: usize) -> Option<&T> {
+            self.linear.ref_at(offset)
+        }
+        fn packet_len(&self) -> usize {
+            self.len
+        }
+    }
+
+    #[test]
+    fn gso_super_packets_are_judged_by_their_whole_length() {
+        for base in both() {
+            let headers = l4_off(&base) + TCP_LEN;
+            // A 64000-byte TSO packet: right IP length, only headers linear.
+            let mut f = base.clone();
+            let len = ip_len_for(&f, 64_000 - l4_off(&base));
+            set_ip_len(&mut f, len);
+            let skb = Paged {
+                linear: &f[..headers],
+                len: 64_000,
+            };
+            assert!(parse_tcp(&skb).is_ok());
+            // One byte more claimed than the skb holds.
+            let short = Paged {
+                linear: &f[..headers],
+                len: 64_000 - 1,
+            };
+            assert_eq!(parse_tcp(&short), Err(Skip::Malformed));
+        }
+    }
+
+    #[test]
+    fn ip_length_zero_is_big_tcp_only_on_packets_too_long_for_the_field() {
+        for base in both() {
+            let mut f = base.clone();
+            set_ip_len(&mut f, 0);
+            // A small packet with length 0 is broken ...
+            assert_eq!(parse_tcp(&f[..]), Err(Skip::Malformed));
+            let headers = l4_off(&base) + TCP_LEN;
+            let fixed = l4_off(&base) - if f[12..14] == ETH_P_IP { IPV4_LEN } else { 0 };
+            let at_max = Paged {
+                linear: &f[..headers],
+                len: fixed + 0xffff,
+            };
+            assert_eq!(parse_tcp(&at_max), Err(Skip::Malformed));
+            // ... a BIG TCP one (more than the field can hold) is not.
+            let big = Paged {
+                linear: &f[..headers],
+                len: fixed + 0xffff + 1,
+            };
+            assert!(parse_tcp(&big).is_ok());
+            // The same, wholly readable.
+            let mut whole = f.clone();
+            whole.resize(200_000, 0);
+            assert!(parse_tcp(&whole[..]).is_ok());
         }
     }
 

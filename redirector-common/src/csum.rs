@@ -42,9 +42,15 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// plus payload) under the pseudo-header for `src`/`dst` (4 or 16 bytes).
 /// A segment whose stored checksum is right yields 0.
 pub fn tcp_checksum(src: &[u8], dst: &[u8], segment: &[u8]) -> u16 {
+    l4_checksum(crate::maps::PROTO_TCP, src, dst, segment)
+}
+
+/// The checksum of an upper-layer `segment` of protocol `proto` under the
+/// IPv4/IPv6 pseudo-header for `src`/`dst`: TCP, or ICMPv6 (58).
+pub fn l4_checksum(proto: u8, src: &[u8], dst: &[u8], segment: &[u8]) -> u16 {
     let mut sum = add_bytes(0, src);
     sum = add_bytes(sum, dst);
-    sum = fold_add(sum, crate::maps::PROTO_TCP as u32);
+    sum = fold_add(sum, proto as u32);
     let len = segment.len() as u32;
     sum = fold_add(sum, len >> 16);
     sum = fold_add(sum, len & 0xffff);

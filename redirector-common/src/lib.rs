@@ -8,6 +8,7 @@
 
 pub mod csum;
 pub mod flow;
+pub mod icmp;
 pub mod maps;
 pub mod parse;
 pub mod stats;

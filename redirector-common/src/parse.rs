@@ -4,7 +4,30 @@
 //! kernel implements it over direct packet access (`data`/`data_end`), the host
 //! over a byte slice. So the pass-through rules (not IP, not TCP, IPv4 options,
 //! fragments, IPv6 extension headers, truncation) are written once and tested
-//! on the host.
+//! on the host. The ICMP error parser in [`crate::icmp`] uses the same accessor.
+//!
+//! # Lengths
+//!
+//! A packet is translated only if its headers agree with each other and with
+//! the packet: the IP length (IPv4 `tot_len`, IPv6 40 + `payload_len`) must
+//! cover the whole TCP header, options included (data offset >= 5), and must
+//! not claim more bytes than the packet has. Anything else is
+//! [`Skip::Malformed`] (or [`Skip::Truncated`] when the fixed headers are
+//! cut off) and passes untouched. The rules, and why:
+//!
+//! - The IP length may be *shorter* than the packet: Ethernet pads short
+//!   frames to 60 bytes, and the padding is not part of the IP packet.
+//! - "The packet" is [`Packet::packet_len`], not the directly readable bytes.
+//!   In TC a GSO super-packet (egress, TSO) or a GRO one (ingress) has only
+//!   its headers in the linear part (`data_end`); its IP length is right for
+//!   the whole super-packet and is at most `skb->len`, so it is judged
+//!   against `skb->len`. XDP frames and host slices are wholly readable.
+//! - An IP length of 0 is how BIG TCP says "more than 65535" (IPv4 GSO/GRO
+//!   sets `tot_len = 0`, `iph_set_totlen`; IPv6 BIG TCP without the
+//!   hop-by-hop jumbo option has `payload_len = 0`). It is accepted only when
+//!   the packet really is too long for the field, which only an skb can be;
+//!   then the packet's own length stands in for it. (IPv6 BIG TCP *with* the
+//!   jumbo hop-by-hop header is an extension header and passes, as before.)
 
 use crate::maps::{Endpoint, addr_words};
 
@@ -115,6 +138,11 @@ pub trait Packet {
     /// the end of the packet. `T` must be a `#[repr(C)]` header type made of
     /// bytes (alignment 1), so any offset is properly aligned.
     fn ref_at<T>(&self, offset: usize) -> Option<&T>;
+
+    /// The length of the whole packet from offset 0, including bytes
+    /// [`ref_at`](Packet::ref_at) cannot reach (an skb's paged data): what
+    /// IP length fields are judged against.
+    fn packet_len(&self) -> usize;
 }
 
 impl Packet for [u8] {
@@ -128,6 +156,11 @@ impl Packet for [u8] {
         // SAFETY: the range [offset, end) is inside the slice, and T has
         // alignment 1 and no invalid bit patterns (plain byte fields).
         Some(unsafe { &*(self.as_ptr().add(offset) as *const T) })
+    }
+
+    #[inline(always)]
+    fn packet_len(&self) -> usize {
+        self.len()
     }
 }
 
@@ -144,10 +177,26 @@ pub enum Skip {
     Fragment,
     /// IPv6 whose next header is an extension header we do not parse.
     Ipv6ExtHeader,
-    /// Shorter than the headers it claims to carry.
+    /// Cut off before the end of the fixed headers it needs.
     Truncated,
     /// TCP, but the caller's port filter says it cannot be ours.
     Filtered,
+    /// Headers that contradict the packet or themselves: an IP length that
+    /// claims more bytes than the packet has or ends inside the TCP header,
+    /// a TCP data offset below 5 or past the IP length (see the module doc).
+    Malformed,
+    /// ICMP, but not an error about a TCP packet that we translate (echo,
+    /// other types, an embedded packet that is not plain TCP).
+    NotIcmpError,
+}
+
+impl Skip {
+    /// Whether the packet is broken rather than just not ours: counted as
+    /// malformed instead of passed (it passes untouched either way).
+    #[inline(always)]
+    pub const fn is_malformed(self) -> bool {
+        matches!(self, Skip::Truncated | Skip::Malformed)
+    }
 }
 
 /// The parts of a TCP/IP packet the translator needs.
@@ -261,6 +310,13 @@ pub fn parse_tcp_filtered<P: Packet + ?Sized>(
     if !keep(tcp, ip) {
         return Err(Skip::Filtered);
     }
+    // Length checks after the filter: a packet that is not ours stays as
+    // cheap as before. See the module doc for the rules.
+    let ip_end = ip_end(pkt, l3_off, ip)?;
+    let doff = (tcp.data_off >> 4) as usize;
+    if doff < 5 || l4_off + doff * 4 > ip_end {
+        return Err(Skip::Malformed);
+    }
     // Endpoints are built in place (they are 4-aligned): no byte-array
     // temporaries on the BPF stack.
     let (src, dst) = match ip {
@@ -280,6 +336,31 @@ pub fn parse_tcp_filtered<P: Packet + ?Sized>(
         dst,
         flags: tcp.flags,
     })
+}
+
+/// The offset where the IP packet whose header is `ip` (at `l3_off`) ends,
+/// from its length field, or [`Skip::Malformed`] if that claims more than
+/// the packet has (module doc: padding, GSO, BIG TCP).
+#[inline(always)]
+pub fn ip_end<P: Packet + ?Sized>(pkt: &P, l3_off: usize, ip: IpHdr) -> Result<usize, Skip> {
+    let (field, fixed) = match ip {
+        IpHdr::V4(h) => (u16::from_be_bytes(h.tot_len) as usize, 0),
+        IpHdr::V6(h) => (u16::from_be_bytes(h.payload_len) as usize, IPV6_LEN),
+    };
+    let len = pkt.packet_len();
+    if field == 0 {
+        // BIG TCP: only a packet too long for the field may leave it 0.
+        return if len > l3_off + fixed + 0xffff {
+            Ok(len)
+        } else {
+            Err(Skip::Malformed)
+        };
+    }
+    let end = l3_off + fixed + field;
+    if end > len {
+        return Err(Skip::Malformed);
+    }
+    Ok(end)
 }
 
 /// IPv6 extension headers (RFC 8200 and the IANA registry) that may precede

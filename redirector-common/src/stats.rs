@@ -40,11 +40,15 @@ pub enum Stat {
     /// Replies from a member endpoint behind several VIPs with no reply
     /// entry: which VIP it was is ambiguous, so they passed untranslated.
     RepliesAmbiguous = 14,
+    /// Ingress ICMP/ICMPv6 errors about a translated flow whose embedded
+    /// header was rewritten back to the VIP (path MTU discovery through the
+    /// VIP depends on them).
+    IcmpReverseTranslated = 15,
 }
 
 impl Stat {
     /// Number of counters; the size of the `STATS` array.
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 16;
 
     pub const ALL: [Stat; Self::COUNT as usize] = [
         Stat::Passed,
@@ -62,6 +66,7 @@ impl Stat {
         Stat::FlowMisses,
         Stat::RepliesRecovered,
         Stat::RepliesAmbiguous,
+        Stat::IcmpReverseTranslated,
     ];
 
     /// Stable snake_case name, used in status output and metric labels.
@@ -82,6 +87,7 @@ impl Stat {
             Stat::FlowMisses => "flow_misses",
             Stat::RepliesRecovered => "replies_recovered",
             Stat::RepliesAmbiguous => "replies_ambiguous",
+            Stat::IcmpReverseTranslated => "icmp_reverse_translated",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Entry points of the kernel programs. Everything else lives in modules:
 //! `parse` (bounds-checked packet access), `nat` (the three translation
 //! paths), `conntrack` (flow pinning and steering), `csum` (header rewrites
-//! and checksum fixes), `fib` (next hop after DNAT), `socket` (socket lookups), `maps`, `stats`.
+//! and checksum fixes), `icmp` (ICMP errors about our flows), `fib` (next
+//! hop after DNAT), `socket` (socket lookups), `maps`, `stats`.
 #![no_std]
 #![no_main]
 
@@ -9,6 +10,7 @@ mod conntrack;
 mod csum;
 mod error;
 mod fib;
+mod icmp;
 mod maps;
 mod nat;
 mod parse;

@@ -1,5 +1,6 @@
 //! The three translation paths: egress DNAT (VIP -> member) and the reverse
-//! NAT of replies (member -> VIP) in TC and XDP flavours.
+//! NAT of replies (member -> VIP) in TC and XDP flavours. The ingress paths
+//! hand packets that are not TCP to `icmp` (errors about our flows).
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
@@ -14,7 +15,7 @@ use crate::{
     conntrack,
     csum::{self, Side},
     error::Error,
-    fib,
+    fib, icmp,
     maps::{MEMBER_PORTS, SERVICES, VIP_PORTS, filter_has},
     parse::{Frame, Skb},
     stats,
@@ -25,7 +26,7 @@ use crate::{
 fn tcp_or_pass(parsed: Result<TcpPacket, Skip>) -> Result<Option<TcpPacket>, Error> {
     match parsed {
         Ok(p) => Ok(Some(p)),
-        Err(Skip::Truncated) => Err(Error::Malformed),
+        Err(s) if s.is_malformed() => Err(Error::Malformed),
         Err(_) => {
             stats::count(Stat::Passed);
             Ok(None)
@@ -72,6 +73,9 @@ pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
     let parsed = parse_tcp_filtered(&Skb(ctx), |t, ip| {
         filter_has(&MEMBER_PORTS, t.src_port, || ip.src_words())
     });
+    if matches!(parsed, Err(Skip::NotTcp)) {
+        return icmp::reverse(&Skb(ctx)).map(|()| TC_ACT_OK as i32);
+    }
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
@@ -90,6 +94,9 @@ pub fn ingress_xdp(ctx: &XdpContext) -> Result<u32, Error> {
     let parsed = parse_tcp_filtered(&Frame(ctx), |t, ip| {
         filter_has(&MEMBER_PORTS, t.src_port, || ip.src_words())
     });
+    if matches!(parsed, Err(Skip::NotTcp)) {
+        return icmp::reverse(&Frame(ctx)).map(|()| XDP_PASS);
+    }
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(XDP_PASS);
     };

@@ -45,7 +45,7 @@ fn ptr_at<T, B: Bounds + ?Sized>(pkt: &B, offset: usize) -> Option<*mut T> {
 }
 
 macro_rules! impl_packet {
-    ($t:ty) => {
+    ($t:ty, $len:expr) => {
         impl Packet for $t {
             #[inline(always)]
             fn ref_at<T>(&self, offset: usize) -> Option<&T> {
@@ -53,11 +53,23 @@ macro_rules! impl_packet {
                 // the header types have alignment 1 and accept any bits.
                 ptr_at::<T, Self>(self, offset).map(|p| unsafe { &*p })
             }
+
+            #[inline(always)]
+            fn packet_len(&self) -> usize {
+                $len(self)
+            }
         }
     };
 }
-impl_packet!(Skb<'_>);
-impl_packet!(Frame<'_>);
+// skb->len: the linear part and the paged data of a GSO/GRO super-packet,
+// from the Ethernet header on (TC sees the MAC header pushed back).
+impl_packet!(Skb<'_>, |s: &Skb| s.0.len() as usize);
+// An XDP frame (no multi-buffer: our program does not set xdp.frags) is
+// all in [data, data_end).
+impl_packet!(Frame<'_>, |f: &Frame| {
+    let (start, end) = f.bounds();
+    end - start
+});
 
 /// A mutable `T` at `offset`. Fetch it again after any helper call that may
 /// change the packet (the verifier invalidates older packet pointers).

@@ -8,6 +8,9 @@
 //!                            └────── west eth0 198.18.2.10 (redis)
 //! ```
 //!
+//! All links have MTU 1500 unless [`Topology::narrow_member_links`] lowers
+//! the router's side toward the members.
+//!
 //! The VIP (198.18.0.100 / 2001:db8:100::100) is not on any link; the app
 //! host reaches it through its default route, so the kernel resolves the
 //! router's MAC and the packet reaches TC egress, where it is rewritten.
@@ -156,6 +159,18 @@ impl Topology {
     fn start_redis_all(&mut self) {
         for m in [&mut self.east, &mut self.west] {
             start_redis(m);
+        }
+    }
+
+    /// Narrows the router's links toward the members to `mtu` bytes while
+    /// every host keeps 1500, like a VPN or overlay hop between regions:
+    /// the router answers larger packets (Linux TCP sets DF) with
+    /// "fragmentation needed" / "packet too big". Namespaces are fresh per
+    /// topology, so no host knows the smaller path MTU beforehand.
+    pub fn narrow_member_links(&self, mtu: u32) {
+        for m in [&self.east, &self.west] {
+            self.router
+                .cmd(&format!("ip link set to-{} mtu {mtu}", m.name));
         }
     }
 

@@ -16,7 +16,7 @@ use crate::{
     topology::{Family, Topology, vip},
 };
 
-fn load(t: &Topology, ingress: IngressMode) -> Datapath {
+pub(super) fn load(t: &Topology, ingress: IngressMode) -> Datapath {
     let opts = Options {
         interfaces: vec!["eth0".into()],
         ingress,
