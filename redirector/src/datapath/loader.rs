@@ -325,6 +325,18 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
                 ),
             });
         }
+        // A STATS array from a build with fewer counters would leave the
+        // new ones silently at zero.
+        if name == STATS && info.max_entries() != redirector_common::Stat::COUNT {
+            return Err(DatapathError::IncompatibleMap {
+                map: name,
+                detail: format!(
+                    "{} counters, expected {}",
+                    info.max_entries(),
+                    redirector_common::Stat::COUNT
+                ),
+            });
+        }
         if (name == CONNTRACK || name == REVERSE_NAT) && info.max_entries() != conntrack_entries {
             tracing::warn!(
                 map = name,
