@@ -39,6 +39,9 @@ pub struct DaemonProc {
     pub config: PathBuf,
     netns: String,
     pub log: PathBuf,
+    /// Start the daemon in a mount namespace of its own with /sys/fs/bpf
+    /// unmounted, as `ip netns exec` leaves it.
+    pub private_mounts: bool,
 }
 
 impl DaemonProc {
@@ -46,6 +49,16 @@ impl DaemonProc {
     /// and starts `redirector run` in the app namespace; waits (bounded)
     /// until its admin socket answers.
     pub fn start(t: &Topology, config: &str) -> Self {
+        Self::launch(t, config, false)
+    }
+
+    /// Like [`start`](Self::start), but in a private mount namespace
+    /// without the host's bpffs.
+    pub fn start_private_mounts(t: &Topology, config: &str) -> Self {
+        Self::launch(t, config, true)
+    }
+
+    fn launch(t: &Topology, config: &str, private_mounts: bool) -> Self {
         let dir = std::env::temp_dir().join(unique("daemon"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut d = Self {
@@ -55,7 +68,15 @@ impl DaemonProc {
             log: dir.join("daemon.log"),
             dir,
             netns: t.app.name.clone(),
+            private_mounts,
         };
+        d.write_config(t, config);
+        d.spawn();
+        d
+    }
+
+    fn write_config(&mut self, t: &Topology, config: &str) {
+        let d = self;
         let text = config
             .replace("{socket}", &d.socket.display().to_string())
             .replace("{pin_path}", &t.pins.path.display().to_string());
@@ -63,8 +84,6 @@ impl DaemonProc {
         // A config with a fixed socket path (the demo's) is talked to there.
         let parsed = redirector::config::parse(&text, &d.config).expect("valid config");
         d.socket = parsed.admin.socket;
-        d.spawn();
-        d
     }
 
     /// Starts (again) the daemon process with the same config.
@@ -77,6 +96,7 @@ impl DaemonProc {
             .open(&self.log)
             .unwrap();
         let ns_fd = ns.as_raw_fd();
+        let private = self.private_mounts;
         let mut cmd = Command::new(binary());
         cmd.args(["--socket"])
             .arg(&self.socket)
@@ -92,6 +112,24 @@ impl DaemonProc {
             cmd.pre_exec(move || {
                 if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if private {
+                    // What `ip netns exec` does to /sys: a mount namespace
+                    // of its own where the host's bpffs is not mounted.
+                    let root = c"/";
+                    let bpffs = c"/sys/fs/bpf";
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                        || libc::umount2(bpffs.as_ptr(), libc::MNT_DETACH) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });
