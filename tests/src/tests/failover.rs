@@ -74,7 +74,7 @@ fn region(t: &Topology) -> Option<String> {
 
 /// Polls new connections through the VIP (every 20 ms, bounded) until
 /// `want` answers; returns how long that took.
-fn until_region(t: &Topology, want: &str, within: Duration) -> Duration {
+pub(super) fn until_region(t: &Topology, want: &str, within: Duration) -> Duration {
     let start = Instant::now();
     loop {
         if region(t).as_deref() == Some(want) {
@@ -99,7 +99,7 @@ fn last_flip(d: &DaemonProc) -> redirector::status::FlipRecord {
     d.history().pop().expect("a flip was recorded")
 }
 
-fn assert_failover_recorded(d: &DaemonProc) {
+pub(super) fn assert_failover_recorded(d: &DaemonProc) {
     let f = last_flip(d);
     assert_eq!(
         (f.from.as_deref(), f.to.as_str(), f.reason),
