@@ -98,7 +98,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dp = load_datapath(&config)?;
     let attachments = describe(&dp);
-    let writer = Writer::spawn(dp.maps);
+    let writer = Writer::spawn(dp.maps).context("starting the map writer thread")?;
     let metrics = Metrics::new();
     let flows = flow_sweeper::spawn(&config.datapath, metrics.clone());
     let shared = Shared {

@@ -1,4 +1,4 @@
-//! The single owner of map writes. Service tasks send it decisions; it
+//! The single owner of map writes, on its own thread. Service tasks send it decisions; it
 //! applies each as one map update and reports when it was written, so the
 //! history can show detection-to-write time.
 
@@ -46,10 +46,15 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn spawn(maps: Maps) -> Self {
+    /// Starts the writer on an OS thread of its own: map updates are
+    /// blocking syscalls, and the runtime's one thread runs every check
+    /// and decision.
+    pub fn spawn(maps: Maps) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run(maps, rx));
-        Self { tx }
+        std::thread::Builder::new()
+            .name("map-writer".into())
+            .spawn(move || run(maps, rx))?;
+        Ok(Self { tx })
     }
 
     /// Points `vip` at `member` (one atomic map update); returns when.
@@ -98,7 +103,7 @@ impl Writer {
     }
 }
 
-async fn run(mut maps: Maps, mut rx: mpsc::Receiver<Cmd>) {
+fn run(mut maps: Maps, mut rx: mpsc::Receiver<Cmd>) {
     // Marks left by a previous daemon are ours to reconcile.
     let mut applied: BTreeSet<Endpoint> = maps
         .down_members()
@@ -106,7 +111,7 @@ async fn run(mut maps: Maps, mut rx: mpsc::Receiver<Cmd>) {
         .unwrap_or_default();
     let mut wanted: HashMap<String, BTreeMap<Endpoint, u32>> = HashMap::new();
     let mut served = MemberVips::adopt(&maps);
-    while let Some(cmd) = rx.recv().await {
+    while let Some(cmd) = rx.blocking_recv() {
         match cmd {
             Cmd::SetActive { vip, member, reply } => {
                 served.add(&mut maps, vip, [member]);
