@@ -104,7 +104,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, log_format } => {
-            init_logging(log_format);
+            let _log = init_logging(log_format);
             // One thread: the daemon's work is thousands of small probes and
             // map writes, none of them blocking; without cross-thread wakeups
             // and work stealing a probe costs less CPU (see bench/REPORT.md).
@@ -185,16 +185,27 @@ pub fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go through a bounded queue to stderr: a write error or a stuck
+/// reader drops lines (counted in /metrics) instead of panicking or
+/// blocking a task (see `logging`). The guard flushes on return.
+fn init_logging(format: LogFormat) -> crate::logging::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = crate::logging::spawn(
+        std::io::stderr(),
+        crate::logging::QUEUE_LINES,
+        crate::logging::counters(),
+    );
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer)
+        // Its fallback on a failed write is eprintln!, which panics.
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
     }
+    guard
 }
 
 fn ask(socket: &std::path::Path, req: Request) -> anyhow::Result<Response> {

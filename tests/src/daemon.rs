@@ -46,6 +46,21 @@ impl DaemonProc {
     /// and starts `redirector run` in the app namespace; waits (bounded)
     /// until its admin socket answers.
     pub fn start(t: &Topology, config: &str) -> Self {
+        let mut d = Self::prepare(t, config);
+        d.spawn();
+        d
+    }
+
+    /// [`start`](Self::start) with the daemon's stderr on `stderr` instead
+    /// of the log file (stdout stays on the log file).
+    pub fn start_with_stderr(t: &Topology, config: &str, stderr: Stdio) -> Self {
+        let mut d = Self::prepare(t, config);
+        d.spawn_with(stderr);
+        d
+    }
+
+    /// Writes the config; starts nothing.
+    pub fn prepare(t: &Topology, config: &str) -> Self {
         let dir = std::env::temp_dir().join(unique("daemon"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut d = Self {
@@ -63,19 +78,27 @@ impl DaemonProc {
         // A config with a fixed socket path (the demo's) is talked to there.
         let parsed = redirector::config::parse(&text, &d.config).expect("valid config");
         d.socket = parsed.admin.socket;
-        d.spawn();
         d
+    }
+
+    fn log_file(&self) -> File {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap()
     }
 
     /// Starts (again) the daemon process with the same config.
     pub fn spawn(&mut self) {
+        let log = self.log_file();
+        self.spawn_with(log.into());
+    }
+
+    fn spawn_with(&mut self, stderr: Stdio) {
         assert!(self.child.is_none(), "already running");
         let ns = File::open(format!("/run/netns/{}", self.netns)).unwrap();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
+        let log = self.log_file();
         let ns_fd = ns.as_raw_fd();
         let mut cmd = Command::new(binary());
         cmd.args(["--socket"])
@@ -84,8 +107,8 @@ impl DaemonProc {
             .arg(&self.config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+            .stdout(log)
+            .stderr(stderr);
         // SAFETY: only async-signal-safe work between fork and exec: one
         // setns call on an fd that stays open (we hold `ns`).
         unsafe {
@@ -112,6 +135,11 @@ impl DaemonProc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// True while the daemon process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     pub fn pid(&self) -> u32 {

@@ -3,6 +3,7 @@ mod deploy;
 mod failover;
 mod flow_lifecycle;
 mod flows_e2e;
+mod hostile;
 mod icmp;
 mod lengths;
 mod packets;
