@@ -193,6 +193,23 @@ impl std::fmt::Debug for Secret {
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/redirector";
 const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 const MIN_CONNTRACK_ENTRIES: u32 = 1024;
+/// 16 Mi flows. The two flow maps (CONNTRACK, REVERSE_NAT) are
+/// preallocated LRU hashes: the kernel refuses more than 2^31 entries
+/// outright (the bucket count is rounded up to a power of two in 32 bits)
+/// and long before that allocating the elements (some 250 bytes of kernel
+/// memory per flow with both maps) fails at load time. 16 Mi flows already
+/// take about 4 GB; more is a typo, not a sizing.
+pub const MAX_CONNTRACK_ENTRIES: u32 = 1 << 24;
+/// `check.interval`, `check.timeout`, `check.fast_interval` and
+/// `check.ttl`: a millisecond is the finest period a check can keep, an
+/// hour the longest that still makes it a health check.
+pub const CHECK_DURATION_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(3600));
+/// `failback_delay` and `drain_timeout`: zero (at once) up to a day.
+pub const SERVICE_DELAY_RANGE: (Duration, Duration) =
+    (Duration::ZERO, Duration::from_secs(24 * 3600));
+/// `check.rise` and `check.fall`: consecutive results, 1 to 100.
+pub const COUNT_RANGE: (u32, u32) = (1, 100);
 const DEFAULT_ADMIN_SOCKET: &str = "/run/redirector/admin.sock";
 const DEFAULT_METRICS: &str = "127.0.0.1:9477";
 const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(30);
@@ -573,23 +590,26 @@ impl Ctx<'_> {
             None => PathBuf::from(DEFAULT_PIN_PATH),
         };
         let conntrack_entries = match raw.conntrack_entries.map(split) {
-            Some((span, n)) if n < MIN_CONNTRACK_ENTRIES => {
+            Some((span, n)) if !(MIN_CONNTRACK_ENTRIES..=MAX_CONNTRACK_ENTRIES).contains(&n) => {
                 return Err(self.err(
                     &span,
                     "datapath.conntrack_entries",
-                    format!("must be at least {MIN_CONNTRACK_ENTRIES}, got {n}"),
+                    format!(
+                        "must be at least {MIN_CONNTRACK_ENTRIES} and at most \
+                         {MAX_CONNTRACK_ENTRIES} (16 Mi), got {n}"
+                    ),
                 ));
             }
             Some((_, n)) => n,
             None => DEFAULT_CONNTRACK_ENTRIES,
         };
-        let flow_idle_timeout = self.bounded_duration(
+        let (_, flow_idle_timeout) = self.bounded_duration(
             raw.flow_idle_timeout,
             DEFAULT_FLOW_IDLE_TIMEOUT,
             "datapath.flow_idle_timeout",
             FLOW_IDLE_TIMEOUT_RANGE,
         )?;
-        let flow_close_timeout = self.bounded_duration(
+        let (_, flow_close_timeout) = self.bounded_duration(
             raw.flow_close_timeout,
             DEFAULT_FLOW_CLOSE_TIMEOUT,
             "datapath.flow_close_timeout",
@@ -699,17 +719,17 @@ impl Ctx<'_> {
                 ));
             }
         };
-        let (_, failback_delay) = self.duration(
+        let (_, failback_delay) = self.bounded_duration(
             raw.failback_delay,
             DEFAULT_FAILBACK_DELAY,
             &format!("{p}.failback_delay"),
-            false,
+            SERVICE_DELAY_RANGE,
         )?;
-        let (_, drain_timeout) = self.duration(
+        let (_, drain_timeout) = self.bounded_duration(
             raw.drain_timeout,
             DEFAULT_DRAIN_TIMEOUT,
             &format!("{p}.drain_timeout"),
-            false,
+            SERVICE_DELAY_RANGE,
         )?;
 
         let check = self.check(&p, raw.check)?;
@@ -825,8 +845,8 @@ impl Ctx<'_> {
         default: Duration,
         field: &str,
         (min, max): (Duration, Duration),
-    ) -> Result<Duration, ConfigError> {
-        let (span, d) = self.duration(value, default, field, true)?;
+    ) -> Result<At<Duration>, ConfigError> {
+        let (span, d) = self.duration(value, default, field, !min.is_zero())?;
         if d < min || d > max {
             return Err(self.err(
                 &span,
@@ -839,7 +859,7 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        Ok(d)
+        Ok((span, d))
     }
 
     /// A humantime duration, or `default` when absent.
@@ -886,8 +906,18 @@ impl Ctx<'_> {
             })?,
         };
 
-        let (_, interval) = self.duration(raw.interval, DEFAULT_INTERVAL, &f("interval"), true)?;
-        let (span, timeout) = self.duration(raw.timeout, DEFAULT_TIMEOUT, &f("timeout"), true)?;
+        let (_, interval) = self.bounded_duration(
+            raw.interval,
+            DEFAULT_INTERVAL,
+            &f("interval"),
+            CHECK_DURATION_RANGE,
+        )?;
+        let (span, timeout) = self.bounded_duration(
+            raw.timeout,
+            DEFAULT_TIMEOUT,
+            &f("timeout"),
+            CHECK_DURATION_RANGE,
+        )?;
         if timeout > interval {
             return Err(self.err(
                 &span,
@@ -899,11 +929,11 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let (span, fast_interval) = self.duration(
+        let (span, fast_interval) = self.bounded_duration(
             raw.fast_interval,
             DEFAULT_FAST_INTERVAL,
             &f("fast_interval"),
-            true,
+            CHECK_DURATION_RANGE,
         )?;
         if fast_interval > interval {
             return Err(self.err(
@@ -916,8 +946,8 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let rise = self.at_least_one(raw.rise, DEFAULT_RISE, &f("rise"))?;
-        let fall = self.at_least_one(raw.fall, DEFAULT_FALL, &f("fall"))?;
+        let rise = self.count(raw.rise, DEFAULT_RISE, &f("rise"))?;
+        let fall = self.count(raw.fall, DEFAULT_FALL, &f("fall"))?;
 
         // Keys that only some kinds accept.
         let applicable: [KeyKinds; 13] = [
@@ -1043,7 +1073,12 @@ impl Ctx<'_> {
             Kind::RedisPing => CheckKind::RedisPing(redis(self)?),
             Kind::RedisEcho => CheckKind::RedisEcho(redis(self)?),
             Kind::RedisSetGet => {
-                let (_, ttl) = self.duration(raw.ttl, DEFAULT_SETGET_TTL, &f("ttl"), true)?;
+                let (_, ttl) = self.bounded_duration(
+                    raw.ttl,
+                    DEFAULT_SETGET_TTL,
+                    &f("ttl"),
+                    CHECK_DURATION_RANGE,
+                )?;
                 let key_prefix = match raw.key_prefix.map(split) {
                     Some((span, k)) if k.is_empty() => {
                         return Err(self.err(&span, &f("key_prefix"), "must not be empty"));
@@ -1117,15 +1152,21 @@ impl Ctx<'_> {
         })
     }
 
-    fn at_least_one(
+    /// A count within [`COUNT_RANGE`], or `default`.
+    fn count(
         &self,
         value: Option<Spanned<u32>>,
         default: u32,
         field: &str,
     ) -> Result<u32, ConfigError> {
+        let (min, max) = COUNT_RANGE;
         match value.map(split) {
             None => Ok(default),
-            Some((span, 0)) => Err(self.err(&span, field, "must be at least 1, got 0")),
+            Some((span, n)) if n < min || n > max => Err(self.err(
+                &span,
+                field,
+                format!("must be at least {min} and at most {max}, got {n}"),
+            )),
             Some((_, n)) => Ok(n),
         }
     }
@@ -2009,6 +2050,168 @@ priority = 2
             "services[0].failback_delay",
             "invalid duration",
         );
+    }
+
+    /// MINIMAL with `line` added to the service (`service = true`) or to
+    /// its check table.
+    fn with_line(line: &str, service: bool) -> String {
+        if service {
+            MINIMAL.replace(
+                "vip = \"198.18.0.100:6379\"",
+                &format!("vip = \"198.18.0.100:6379\"\n{line}"),
+            )
+        } else {
+            MINIMAL.replace(
+                "[[services.members]]",
+                &format!("[services.check]\n{line}\n\n[[services.members]]"),
+            )
+        }
+    }
+
+    /// `text` is rejected at the line holding `needle`, naming `field`.
+    fn rejected_at(text: &str, needle: &str, field: &str, mentions: &str) {
+        assert_error(&reject(text), line_of(text, needle, 0), field, mentions);
+    }
+
+    /// One bounded key: values just inside and just outside its range.
+    struct Bound {
+        key: &'static str,
+        /// In the service table (else in its check table).
+        service: bool,
+        accepted: &'static [&'static str],
+        rejected: &'static [&'static str],
+        mentions: &'static str,
+    }
+
+    impl Bound {
+        fn field(&self) -> String {
+            match self.service {
+                true => format!("services[0].{}", self.key),
+                false => format!("services[0].check.{}", self.key),
+            }
+        }
+
+        /// The config with `key = v`; a check key is tried with interval
+        /// 1h and timeout and fast_interval 1ms, so only its bound can fail.
+        fn text(&self, v: &str) -> String {
+            let line = format!("{} = {v}", self.key);
+            if self.service {
+                return with_line(&line, true);
+            }
+            let mut lines: Vec<String> = match self.key {
+                "interval" => vec!["timeout = \"1ms\"".into(), "fast_interval = \"1ms\"".into()],
+                _ => [
+                    "interval = \"1h\"",
+                    "timeout = \"1ms\"",
+                    "fast_interval = \"1ms\"",
+                ]
+                .into_iter()
+                .filter(|l| !l.starts_with(&format!("{} ", self.key)))
+                .map(String::from)
+                .collect(),
+            };
+            lines.push(line);
+            with_line(&lines.join("\n"), false)
+        }
+    }
+
+    /// Every duration and count is bounded: the value just inside each
+    /// bound parses, the one just outside is rejected at its line and field.
+    #[test]
+    fn durations_and_counts_are_bounded() {
+        const CHECK: &[&str] = &["\"1ms\"", "\"1h\""];
+        const COUNT: &[&str] = &["1", "100"];
+        const DELAY: &[&str] = &["\"0s\"", "\"24h\""];
+        let bound = |key, service, accepted, rejected, mentions| Bound {
+            key,
+            service,
+            accepted,
+            rejected,
+            mentions,
+        };
+        let cases = [
+            bound(
+                "interval",
+                false,
+                CHECK,
+                &["\"999us\"", "\"3601s\""],
+                "between 1ms and 1h",
+            ),
+            bound(
+                "timeout",
+                false,
+                CHECK,
+                &["\"999us\"", "\"2h\""],
+                "between 1ms and 1h",
+            ),
+            bound(
+                "fast_interval",
+                false,
+                CHECK,
+                &["\"500us\"", "\"2h\""],
+                "between 1ms and 1h",
+            ),
+            bound("rise", false, COUNT, &["101", "4000000000"], "at most 100"),
+            bound("fall", false, COUNT, &["101", "4000000000"], "at most 100"),
+            bound(
+                "failback_delay",
+                true,
+                DELAY,
+                &["\"86401s\""],
+                "between 0s and 1day",
+            ),
+            bound(
+                "drain_timeout",
+                true,
+                DELAY,
+                &["\"86401s\""],
+                "between 0s and 1day",
+            ),
+        ];
+        for b in &cases {
+            for v in b.accepted {
+                ok(&b.text(v));
+            }
+            for v in b.rejected {
+                let needle = format!("{} = {v}", b.key);
+                rejected_at(&b.text(v), &needle, &b.field(), b.mentions);
+            }
+        }
+        // redis-setget's key time-to-live.
+        let text = with_line("kind = \"redis-setget\"\nttl = \"2h\"", false);
+        rejected_at(
+            &text,
+            "ttl =",
+            "services[0].check.ttl",
+            "between 1ms and 1h",
+        );
+    }
+
+    /// The inputs that used to panic the probe task ("overflow when adding
+    /// duration to instant") or the service task on switchover.
+    #[test]
+    fn absurd_durations_that_used_to_panic_are_rejected() {
+        for (key, service, mentions) in [
+            ("interval", false, "between 1ms and 1h"),
+            ("drain_timeout", true, "between 0s and 1day"),
+            ("failback_delay", true, "between 0s and 1day"),
+        ] {
+            let text = with_line(&format!("{key} = \"500000000000y\""), service);
+            let field = match service {
+                true => format!("services[0].{key}"),
+                false => format!("services[0].check.{key}"),
+            };
+            rejected_at(&text, &format!("{key} ="), &field, mentions);
+        }
+    }
+
+    #[test]
+    fn conntrack_entries_above_16mi_are_rejected() {
+        let base = "interfaces = [\"eth0\"]";
+        ok(&MINIMAL.replace(base, &format!("{base}\nconntrack_entries = 16777216")));
+        let text = MINIMAL.replace(base, &format!("{base}\nconntrack_entries = 16777217"));
+        let e = reject(&text);
+        assert_error(&e, 3, "datapath.conntrack_entries", "at most 16777216");
     }
 
     #[test]
