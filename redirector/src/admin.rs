@@ -5,7 +5,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Write as _},
-    os::unix::fs::PermissionsExt as _,
+    os::unix::fs::{FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -20,14 +20,24 @@ use crate::status::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
+    /// Nothing listens at the socket path.
     #[error("the redirector daemon is not running (no admin socket at {0})")]
     NotRunning(PathBuf),
+    /// Something that is not a socket sits at the socket path; it is left
+    /// alone (it may be anything: a config, a log, a mistyped path).
+    #[error(
+        "admin socket {0}: a file that is not a socket is in the way; \
+         move it or set admin.socket to another path"
+    )]
+    NotASocket(PathBuf),
+    /// Creating, binding or talking over the socket failed.
     #[error("admin socket {path}: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// The daemon's answer was not a response.
     #[error("admin socket {path}: bad response: {message}")]
     BadResponse { path: PathBuf, message: String },
 }
@@ -35,7 +45,9 @@ pub enum AdminError {
 /// A request from a client, with where to send the answer.
 pub type Incoming = (Request, oneshot::Sender<Response>);
 
-/// Binds the socket (replacing a stale one), mode 0600.
+/// Binds the socket, mode 0600. A stale socket is replaced (the caller
+/// holds the socket path's lock, so no daemon is using it); any other
+/// file at the path is refused, never deleted.
 pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
     let io = |source| AdminError::Io {
         path: path.into(),
@@ -44,8 +56,9 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(io)?,
+        Ok(_) => return Err(AdminError::NotASocket(path.into())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(e)),
     }
@@ -132,4 +145,25 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
         path: path.into(),
         message: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_file_that_is_not_a_socket_is_refused_and_kept() {
+        let dir = std::env::temp_dir().join(format!("redirector-admin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("admin.sock");
+        std::fs::write(&path, "precious").unwrap();
+        let e = bind(&path).expect_err("bound over a regular file");
+        assert!(matches!(e, AdminError::NotASocket(_)), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        // A stale socket (no listener) is replaced.
+        std::fs::remove_file(&path).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        bind(&path).expect("a stale socket is replaced");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

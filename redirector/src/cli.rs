@@ -2,7 +2,7 @@
 //! either talks to it over the admin socket or works on a config file or the
 //! pins directly. Errors reach the user with context and a non-zero exit.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,14 +75,19 @@ pub enum Command {
     /// Make the daemon re-read its config file (like SIGHUP). An invalid
     /// file is rejected and the running config stays.
     Reload,
-    /// Detach every program and remove every pin of the data path. Stop the
-    /// daemon first; traffic to the VIPs stops being translated.
+    /// Detach every program and remove every pin of the data path. Refused
+    /// while a daemon runs on the pin path (unless --force); traffic to the
+    /// VIPs stops being translated.
     Teardown {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Remove this pin path instead of the config's.
         #[arg(long)]
         pin_path: Option<PathBuf>,
+        /// Tear down even while a daemon holds the pin path (it then
+        /// reports a VIP it no longer serves until it is stopped).
+        #[arg(long)]
+        force: bool,
     },
     /// Run one round of health checks from a config file and print the
     /// results (no kernel, no root). Exits 1 if any member is unhealthy.
@@ -144,10 +149,30 @@ pub fn main() -> anyhow::Result<ExitCode> {
             say(&cli.socket, Request::Undrain { service, member })
         }
         Command::Reload => say(&cli.socket, Request::Reload),
-        Command::Teardown { config, pin_path } => {
+        Command::Teardown {
+            config,
+            pin_path,
+            force,
+        } => {
             let pin = match pin_path {
                 Some(p) => p,
                 None => config::load(&config)?.datapath.pin_path,
+            };
+            // Held while the pins go, so no daemon starts on them meanwhile.
+            let _lock = match crate::lock::pin_path(&pin) {
+                Ok(l) => Some(l),
+                Err(e @ crate::lock::LockError::Held { .. }) if force => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "warning: {e}; tearing down anyway (--force)"
+                    );
+                    None
+                }
+                Err(e @ crate::lock::LockError::Held { .. }) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("teardown refused (pass --force to tear down anyway)"));
+                }
+                Err(e) => return Err(e.into()),
             };
             let removed = crate::datapath::teardown(&pin)
                 .with_context(|| format!("tearing down {}", pin.display()))?;

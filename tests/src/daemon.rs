@@ -37,6 +37,8 @@ pub struct DaemonProc {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub config: PathBuf,
+    /// The config's pin path (its lock file is removed on drop).
+    pub pin_path: PathBuf,
     netns: String,
     pub log: PathBuf,
 }
@@ -68,6 +70,7 @@ impl DaemonProc {
             socket: dir.join("admin.sock"),
             config: dir.join("redirector.toml"),
             log: dir.join("daemon.log"),
+            pin_path: t.pins.path.clone(),
             dir,
             netns: t.app.name.clone(),
         };
@@ -78,6 +81,7 @@ impl DaemonProc {
         // A config with a fixed socket path (the demo's) is talked to there.
         let parsed = redirector::config::parse(&text, &d.config).expect("valid config");
         d.socket = parsed.admin.socket;
+        d.pin_path = parsed.datapath.pin_path;
         d
     }
 
@@ -95,22 +99,20 @@ impl DaemonProc {
         self.spawn_with(log.into());
     }
 
-    fn spawn_with(&mut self, stderr: Stdio) {
-        assert!(self.child.is_none(), "already running");
+    /// `redirector run --config <config>` in the app namespace; the
+    /// returned file is the namespace, to hold until the child is spawned.
+    fn run_command(&self, config: &std::path::Path) -> (Command, File) {
         let ns = File::open(format!("/run/netns/{}", self.netns)).unwrap();
-        let log = self.log_file();
         let ns_fd = ns.as_raw_fd();
         let mut cmd = Command::new(binary());
         cmd.args(["--socket"])
             .arg(&self.socket)
             .args(["run", "--config"])
-            .arg(&self.config)
+            .arg(config)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(stderr);
+            .stdin(Stdio::null());
         // SAFETY: only async-signal-safe work between fork and exec: one
-        // setns call on an fd that stays open (we hold `ns`).
+        // setns call on an fd that stays open (the caller holds `ns`).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
@@ -119,6 +121,38 @@ impl DaemonProc {
                 Ok(())
             });
         }
+        (cmd, ns)
+    }
+
+    /// Runs another daemon on `config` (beside this one) until it exits,
+    /// bounded by 20 s: for daemons that must refuse to start.
+    pub fn run_another(&self, config: &std::path::Path) -> Output {
+        let (mut cmd, ns) = self.run_command(config);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn redirector");
+        drop(ns);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("reap");
+                panic!(
+                    "the second daemon kept running:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("reap")
+    }
+
+    fn spawn_with(&mut self, stderr: Stdio) {
+        assert!(self.child.is_none(), "already running");
+        let (mut cmd, ns) = self.run_command(&self.config);
+        cmd.stdout(self.log_file()).stderr(stderr);
         self.child = Some(cmd.spawn().expect("spawn redirector"));
         drop(ns);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -231,6 +265,9 @@ impl DaemonProc {
 impl Drop for DaemonProc {
     fn drop(&mut self) {
         self.kill();
+        // A killed daemon leaves its pin path's lock file (harmless, but
+        // litter in /run/redirector/pins).
+        let _ = std::fs::remove_file(redirector::lock::pin_lock_path(&self.pin_path));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -91,6 +91,10 @@ fn raise_fd_limit() {
 
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = config::load(&config_path)?;
+    // Held until run returns (and released by the kernel however the
+    // process ends): one daemon per pin path and per socket.
+    let _pin_lock = crate::lock::pin_path(&config.datapath.pin_path)?;
+    let _socket_lock = crate::lock::socket(&config.admin.socket)?;
     raise_fd_limit();
     for w in config::warnings(&config) {
         tracing::warn!("{w}");
