@@ -233,6 +233,24 @@ fn init_logging(format: LogFormat) -> crate::logging::LogGuard {
     guard
 }
 
+/// An error and its causes joined with ": ", each said once. An error
+/// whose message already ends with its cause's (a thiserror variant that
+/// prints `{source}` and also returns it as its source) would otherwise
+/// repeat it: "...: Permission denied (os error 13): Permission denied (os
+/// error 13)". Presentation only; nothing decides on this text.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for part in e.chain().map(ToString::to_string) {
+        if out.is_empty() {
+            out = part;
+        } else if !out.ends_with(&part) {
+            out.push_str(": ");
+            out.push_str(&part);
+        }
+    }
+    out
+}
+
 fn ask(socket: &std::path::Path, req: Request) -> anyhow::Result<Response> {
     let r = admin::request(socket, &req, Duration::from_secs(30))?;
     if !r.ok {
@@ -407,4 +425,29 @@ pub fn format_history(h: &[FlipRecord]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("admin socket /run/x.sock: {source}")]
+    struct Repeats {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_parent_message_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::EACCES);
+        let cause = io.to_string();
+        let e = anyhow::Error::new(Repeats { source: io }).context("starting");
+        let text = error_text(&e);
+        assert_eq!(text, format!("starting: admin socket /run/x.sock: {cause}"));
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        // Distinct causes all stay.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_text(&e), "outer: middle: inner");
+    }
 }

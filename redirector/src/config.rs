@@ -208,6 +208,9 @@ pub const CHECK_DURATION_RANGE: (Duration, Duration) =
 /// `failback_delay` and `drain_timeout`: zero (at once) up to a day.
 pub const SERVICE_DELAY_RANGE: (Duration, Duration) =
     (Duration::ZERO, Duration::from_secs(24 * 3600));
+/// `sun_path` is 108 bytes with its terminating NUL: a longer socket path
+/// cannot be bound at all.
+pub const MAX_SOCKET_PATH: usize = 107;
 /// `check.rise` and `check.fall`: consecutive results, 1 to 100.
 pub const COUNT_RANGE: (u32, u32) = (1, 100);
 const DEFAULT_ADMIN_SOCKET: &str = "/run/redirector/admin.sock";
@@ -630,6 +633,17 @@ impl Ctx<'_> {
             Some((span, s)) if s.is_empty() => {
                 return Err(self.err(&span, "admin.socket", "must not be empty"));
             }
+            Some((span, s)) if s.len() > MAX_SOCKET_PATH => {
+                return Err(self.err(
+                    &span,
+                    "admin.socket",
+                    format!(
+                        "path is {} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH} \
+                         (sun_path): choose a shorter one",
+                        s.len()
+                    ),
+                ));
+            }
             Some((_, s)) => PathBuf::from(s),
             None => PathBuf::from(DEFAULT_ADMIN_SOCKET),
         };
@@ -686,6 +700,19 @@ impl Ctx<'_> {
         }
         if vip.ip().is_unspecified() {
             return Err(self.err(&span, &field, "VIP must not be an unspecified address"));
+        }
+        if let Some(why) = unroutable(vip.ip()) {
+            return Err(self.err(&span, &field, format!("VIP {vip} is {why}")));
+        }
+        if vip.ip().is_loopback() {
+            return Err(self.err(
+                &span,
+                &field,
+                format!(
+                    "VIP {vip} is a loopback address: loopback traffic never leaves the \
+                     host through the interfaces, so it is never translated"
+                ),
+            ));
         }
         if let Some(first) = vips.insert(vip, i) {
             return Err(self.err(
@@ -787,6 +814,30 @@ impl Ctx<'_> {
         let field = format!("{p}.addr");
         let (span, addr) = self.required(raw.addr, &table, &field)?;
         let (host, port) = parse_member_addr(&addr).map_err(|m| self.err(&span, &field, m))?;
+        if let Ok(ip) = host.parse::<IpAddr>()
+            && let Some(why) = unroutable(ip)
+        {
+            return Err(self.err(
+                &span,
+                &field,
+                format!("member {addr} is {why}: no server can answer there"),
+            ));
+        }
+        if host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port))
+            == Some(*vip)
+        {
+            return Err(self.err(
+                &span,
+                &field,
+                format!(
+                    "member {addr} is the VIP itself: the VIP would be translated to \
+                     itself and connections would hang"
+                ),
+            ));
+        }
         if let Ok(ip) = host.parse::<IpAddr>()
             && ip.is_ipv4() != vip.is_ipv4()
         {
@@ -1218,6 +1269,19 @@ fn valid_interface_name(name: &str) -> bool {
 
 /// Splits a member address into host (an IP literal without brackets, or a
 /// DNS name) and port.
+/// Why no server can be reached at `ip` (member or VIP), if so.
+fn unroutable(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address (0.0.0.0 or ::)")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
 fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         if sa.port() == 0 {
@@ -2203,6 +2267,83 @@ priority = 2
             };
             rejected_at(&text, &format!("{key} ="), &field, mentions);
         }
+    }
+
+    /// Configs that parse but cannot work: each is refused at its line.
+    #[test]
+    fn addresses_that_cannot_work_are_rejected() {
+        let member = "addr = \"198.18.1.10:6379\"";
+        let vip = "vip = \"198.18.0.100:6379\"";
+        let f_member = "services[0].members[0].addr";
+        let f_vip = "services[0].vip";
+        // (replacement line, what the error mentions); an `addr` line
+        // replaces the member's, a `vip` line the VIP's.
+        for (to, mentions) in [
+            ("addr = \"198.18.0.100:6379\"", "is the VIP itself"),
+            ("addr = \"0.0.0.0:6379\"", "unspecified"),
+            ("addr = \"224.0.0.1:6379\"", "multicast"),
+            ("addr = \"255.255.255.255:6379\"", "broadcast"),
+            ("vip = \"127.0.0.1:6379\"", "loopback"),
+            ("vip = \"224.0.0.5:6379\"", "multicast"),
+            ("vip = \"255.255.255.255:6379\"", "broadcast"),
+        ] {
+            let (from, field) = match to.starts_with("addr") {
+                true => (member, f_member),
+                false => (vip, f_vip),
+            };
+            let text = MINIMAL.replace(from, to);
+            rejected_at(&text, to, field, mentions);
+        }
+        // IPv6: unspecified and multicast members, a loopback VIP.
+        let v6 = MINIMAL
+            .replace(vip, "vip = \"[2001:db8::100]:6379\"")
+            .replace(member, "addr = \"[2001:db8::10]:6379\"");
+        ok(&v6);
+        for (from, to, field, mentions) in [
+            (
+                "addr = \"[2001:db8::10]:6379\"",
+                "addr = \"[::]:6379\"",
+                f_member,
+                "unspecified",
+            ),
+            (
+                "addr = \"[2001:db8::10]:6379\"",
+                "addr = \"[ff02::1]:6379\"",
+                f_member,
+                "multicast",
+            ),
+            (
+                "addr = \"[2001:db8::10]:6379\"",
+                "addr = \"[2001:db8::100]:6379\"",
+                f_member,
+                "VIP itself",
+            ),
+            (
+                "vip = \"[2001:db8::100]:6379\"",
+                "vip = \"[::1]:6379\"",
+                f_vip,
+                "loopback",
+            ),
+        ] {
+            let text = v6.replace(from, to);
+            rejected_at(&text, to, field, mentions);
+        }
+        // Same IP as the VIP on another port is a different endpoint.
+        ok(&MINIMAL.replace(member, "addr = \"198.18.0.100:6380\""));
+    }
+
+    #[test]
+    fn an_admin_socket_path_longer_than_sun_path_is_rejected() {
+        let path = |len: usize| format!("/{}", "s".repeat(len - 1));
+        let with = |p: &str| {
+            MINIMAL.replace(
+                "[[services]]",
+                &format!("[admin]\nsocket = \"{p}\"\n\n[[services]]"),
+            )
+        };
+        ok(&with(&path(107)));
+        let text = with(&path(108));
+        rejected_at(&text, "socket =", "admin.socket", "at most 107");
     }
 
     #[test]

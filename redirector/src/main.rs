@@ -8,7 +8,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // Not eprintln!: it panics (exit 101) when stderr is full or
             // a closed pipe; the exit code must say what happened.
-            let _ = writeln!(std::io::stderr(), "redirector: {e:#}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "redirector: {}",
+                redirector::cli::error_text(&e)
+            );
             ExitCode::from(1)
         }
     }

@@ -265,7 +265,7 @@ impl Daemon {
             tracing::warn!("{w}");
         }
         if new.datapath != self.config.datapath {
-            let dp = load_datapath(&new).map_err(|e| format!("{e:#}"))?;
+            let dp = load_datapath(&new).map_err(|e| crate::cli::error_text(&e))?;
             self.attachments = describe(&dp);
             self.flows.set_timeouts(&new.datapath);
         }
