@@ -2,7 +2,7 @@
 //! hostile local user does to its logs, config, lock or sockets, a member
 //! killed meanwhile is still failed over and the process stays up.
 
-use std::{fs::File, os::fd::OwnedFd, process::Stdio};
+use std::{fs::File, os::fd::OwnedFd, process::Stdio, time::Duration};
 
 use super::failover::{
     BOUND, assert_failover_recorded, default_config, scrape_metrics, started, until_region,
@@ -133,4 +133,92 @@ fn teardown_refuses_while_a_daemon_runs_and_works_after_it_stopped() {
         "teardown after stop failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The daemon's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Sends up to 100 MiB without a newline on `s` and returns the first
+/// answer line (empty if none came within 20 s).
+fn flood(mut s: std::os::unix::net::UnixStream) -> String {
+    use std::io::{BufRead as _, Write as _};
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    for _ in 0..100 {
+        // The daemon closes once the request is too long: EPIPE here.
+        if s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    let mut answer = String::new();
+    let _ = std::io::BufReader::new(&s).read_line(&mut answer);
+    answer
+}
+
+/// 32 MiB: far above what a bounded request costs, far below 100 MiB.
+const RSS_GROWTH_BOUND_KIB: u64 = 32 * 1024;
+
+#[test]
+fn a_huge_admin_request_is_cut_off_and_failover_goes_on() {
+    let mut t = Topology::new(true);
+    let d = started(&t, &default_config());
+    let before = peak_rss_kib(d.pid());
+    let s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    let answer = flood(s);
+    assert!(
+        answer.contains("longer than"),
+        "a 100 MiB request line was not refused: {answer:?}"
+    );
+    let grown = peak_rss_kib(d.pid()) - before;
+    assert!(grown < RSS_GROWTH_BOUND_KIB, "peak RSS grew by {grown} KiB");
+    t.east.kill_redis();
+    d.wait_active("cache", "west", BOUND);
+    assert_failover_recorded(&d);
+}
+
+#[test]
+fn a_huge_request_from_a_non_root_peer_is_bounded_too() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = Topology::new(true);
+    let d = started(&t, &default_config());
+    // Open the file mode so only SO_PEERCRED stands in the way.
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let before = peak_rss_kib(d.pid());
+    let socket = d.socket.clone();
+    let answer = std::thread::spawn(move || {
+        // Thread-local credentials (the raw syscall, not libc's setresuid).
+        // SAFETY: plain syscall with valid arguments.
+        let rc = unsafe { libc::syscall(libc::SYS_setresuid, 65534, 65534, 65534) };
+        assert_eq!(rc, 0);
+        flood(std::os::unix::net::UnixStream::connect(&socket).unwrap())
+    })
+    .join()
+    .unwrap();
+    assert!(answer.contains("permission denied"), "{answer:?}");
+    let grown = peak_rss_kib(d.pid()) - before;
+    assert!(grown < RSS_GROWTH_BOUND_KIB, "peak RSS grew by {grown} KiB");
+}
+
+#[test]
+fn an_idle_admin_connection_is_closed() {
+    use std::io::Read as _;
+    let t = Topology::new(true);
+    let d = started(&t, &default_config());
+    let mut s = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    // Generous: the daemon closes after 5 s.
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        other => panic!("an idle connection was kept open: {other:?}"),
+    }
+    assert!(d.status().services[0].active.is_some());
 }
