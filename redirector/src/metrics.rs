@@ -1,9 +1,12 @@
 //! Prometheus metrics (text format), served with /healthz and /readyz on
 //! the `admin.metrics` address.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, AtomicU64, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
 };
 
 use axum::{Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -76,6 +79,7 @@ pub struct Metrics {
     pub flows_swept: Family<SweptLabels, Counter>,
     pub flow_sweep_errors: Counter,
     pub flow_sweep_seconds: Gauge<f64, AtomicU64>,
+    pub metrics_refused: Counter,
     pub ready: AtomicBool,
 }
 
@@ -166,8 +170,15 @@ impl Metrics {
             "Log lines dropped because stderr did not keep up (queue full)",
             log.dropped,
         );
+        let metrics_refused = Counter::default();
+        registry.register(
+            "metrics_connections_refused",
+            "Connections to this endpoint closed at accept (over the limit) or accepts that failed",
+            metrics_refused.clone(),
+        );
         Arc::new(Self {
             registry,
+            metrics_refused,
             flows,
             flow_capacity,
             flow_peak,
@@ -229,19 +240,71 @@ impl Metrics {
     }
 }
 
-/// Serves /metrics, /healthz and /readyz until the task is aborted.
+/// Limits of the metrics endpoint: whoever can reach it (any local user,
+/// with the default address) must not be able to hold the daemon's file
+/// descriptors or its only thread.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more are closed at accept.
+    pub connections: usize,
+    /// Time to send the request headers (slowloris).
+    pub header_timeout: Duration,
+    /// Longest a connection may live, whatever it does.
+    pub connection_lifetime: Duration,
+}
+
+pub const LIMITS: Limits = Limits {
+    connections: 32,
+    header_timeout: Duration::from_secs(5),
+    connection_lifetime: Duration::from_secs(30),
+};
+
+/// Serves /metrics, /healthz and /readyz until the task is aborted, within
+/// `limits`. An accept error (EMFILE, say) is logged and retried after a
+/// growing pause instead of spinning.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     writer: crate::daemon::writer::Writer,
+    limits: Limits,
 ) {
     let app = Router::new()
         .route("/metrics", get(render))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .with_state((metrics, writer));
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!(error = %e, "metrics server stopped");
+        .with_state((metrics.clone(), writer));
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                pause = Duration::from_millis(10);
+                stream
+            }
+            Err(e) => {
+                metrics.metrics_refused.inc();
+                tracing::warn!(error = %e, pause = ?pause, "metrics endpoint cannot accept; pausing");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            // Closed at once: the client may retry, the daemon keeps its fds.
+            metrics.metrics_refused.inc();
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(64 * 1024);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // Dropping the connection at the deadline closes it.
+            let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+            drop(slot);
+        });
     }
 }
 

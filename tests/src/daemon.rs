@@ -41,6 +41,9 @@ pub struct DaemonProc {
     pub pin_path: PathBuf,
     netns: String,
     pub log: PathBuf,
+    /// Start the daemon in a mount namespace of its own with /sys/fs/bpf
+    /// unmounted, as `ip netns exec` leaves it.
+    pub private_mounts: bool,
 }
 
 impl DaemonProc {
@@ -48,21 +51,31 @@ impl DaemonProc {
     /// and starts `redirector run` in the app namespace; waits (bounded)
     /// until its admin socket answers.
     pub fn start(t: &Topology, config: &str) -> Self {
-        let mut d = Self::prepare(t, config);
-        d.spawn();
-        d
+        Self::launch(t, config, false)
     }
 
     /// [`start`](Self::start) with the daemon's stderr on `stderr` instead
     /// of the log file (stdout stays on the log file).
     pub fn start_with_stderr(t: &Topology, config: &str, stderr: Stdio) -> Self {
-        let mut d = Self::prepare(t, config);
+        let mut d = Self::prepare(t, config, false);
         d.spawn_with(stderr);
         d
     }
 
+    /// Like [`start`](Self::start), but in a private mount namespace
+    /// without the host's bpffs.
+    pub fn start_private_mounts(t: &Topology, config: &str) -> Self {
+        Self::launch(t, config, true)
+    }
+
+    fn launch(t: &Topology, config: &str, private_mounts: bool) -> Self {
+        let mut d = Self::prepare(t, config, private_mounts);
+        d.spawn();
+        d
+    }
+
     /// Writes the config; starts nothing.
-    pub fn prepare(t: &Topology, config: &str) -> Self {
+    fn prepare(t: &Topology, config: &str, private_mounts: bool) -> Self {
         let dir = std::env::temp_dir().join(unique("daemon"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut d = Self {
@@ -73,7 +86,14 @@ impl DaemonProc {
             pin_path: t.pins.path.clone(),
             dir,
             netns: t.app.name.clone(),
+            private_mounts,
         };
+        d.write_config(t, config);
+        d
+    }
+
+    fn write_config(&mut self, t: &Topology, config: &str) {
+        let d = self;
         let text = config
             .replace("{socket}", &d.socket.display().to_string())
             .replace("{pin_path}", &t.pins.path.display().to_string());
@@ -82,7 +102,6 @@ impl DaemonProc {
         let parsed = redirector::config::parse(&text, &d.config).expect("valid config");
         d.socket = parsed.admin.socket;
         d.pin_path = parsed.datapath.pin_path;
-        d
     }
 
     fn log_file(&self) -> File {
@@ -104,6 +123,7 @@ impl DaemonProc {
     fn run_command(&self, config: &std::path::Path) -> (Command, File) {
         let ns = File::open(format!("/run/netns/{}", self.netns)).unwrap();
         let ns_fd = ns.as_raw_fd();
+        let private = self.private_mounts;
         let mut cmd = Command::new(binary());
         cmd.args(["--socket"])
             .arg(&self.socket)
@@ -117,6 +137,24 @@ impl DaemonProc {
             cmd.pre_exec(move || {
                 if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if private {
+                    // What `ip netns exec` does to /sys: a mount namespace
+                    // of its own where the host's bpffs is not mounted.
+                    let root = c"/";
+                    let bpffs = c"/sys/fs/bpf";
+                    if libc::unshare(libc::CLONE_NEWNS) != 0
+                        || libc::mount(
+                            std::ptr::null(),
+                            root.as_ptr(),
+                            std::ptr::null(),
+                            libc::MS_REC | libc::MS_PRIVATE,
+                            std::ptr::null(),
+                        ) != 0
+                        || libc::umount2(bpffs.as_ptr(), libc::MNT_DETACH) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

@@ -135,6 +135,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 l,
                 metrics.clone(),
                 writer.clone(),
+                crate::metrics::LIMITS,
             )))
         }
         None => None,

@@ -265,3 +265,46 @@ fn lost_reply_entry_is_recovered_only_for_a_socket_connected_to_the_one_vip() {
         })
     });
 }
+
+/// The daemon's sweep (`FlowTable::sweep`) on entries the real programs
+/// wrote: it counts open and closing flows, removes a closing flow whose
+/// last ACK never came after the close lifetime, and an open one only
+/// after the idle lifetime, both entries each time.
+#[test]
+fn sweep_removes_closing_flows_after_close_and_open_ones_after_idle_lifetime() {
+    use redirector::datapath::{FlowTable, Lifetimes, clock::Jiffies};
+    with_programs(|h| {
+        let n = super::packets::v4();
+        h.maps.set_active(n.vip, n.east).unwrap();
+        let mut closing = n;
+        closing.client.port = 40001u16.to_be_bytes();
+        h.open(&n, Ingress::Tc);
+        h.open(&closing, Ingress::Tc);
+        h.egress(&tcp_frame(&closing.client, &closing.vip, FIN_ACK, b""));
+        h.reply(
+            Ingress::Tc,
+            &tcp_frame(&closing.east, &closing.client, FIN_ACK, b""),
+        );
+        // ... and its last ACK is lost.
+        let pins = h.maps_path.clone();
+        let mut table = FlowTable::open(&pins).expect("open the flow table");
+        assert_eq!(table.capacity(), 1024);
+        let now = Jiffies::calibrate(std::time::Duration::from_millis(20))
+            .unwrap()
+            .now()
+            .unwrap();
+        let life = Lifetimes {
+            idle: 100_000,
+            close: 1_000,
+        };
+        let s = table.sweep(now, life).unwrap();
+        assert_eq!((s.open, s.closing, s.replies), (1, 1, 2), "{s:?}");
+        assert_eq!(s.removed_closing + s.removed_idle, 0);
+        let s = table.sweep(now + 1_001 + 100, life).unwrap();
+        assert_eq!((s.open, s.closing, s.removed_closing), (1, 0, 1), "{s:?}");
+        assert_eq!(h.entries(), (1, 1), "the closing flow's entries are gone");
+        let s = table.sweep(now + 100_001 + 100, life).unwrap();
+        assert_eq!((s.open, s.removed_idle), (0, 1), "{s:?}");
+        assert_eq!(h.entries(), (0, 0));
+    });
+}

@@ -137,3 +137,22 @@ fn idle_subscribers_and_pooled_connection_survive_churn_of_short_connections() {
         "closed flows left the table: {closed}"
     );
 }
+
+/// A daemon whose mount namespace lacks the host's bpffs (what `ip netns
+/// exec` gives it) mounts a private one, whose pins die with it: it must
+/// say so at start, and the host indeed sees no pins.
+#[test]
+fn daemon_warns_loudly_when_its_bpffs_is_private() {
+    let t = Topology::new(true);
+    let mut d = crate::daemon::DaemonProc::start_private_mounts(&t, &default_config());
+    let log = d.log_text();
+    assert!(
+        log.contains("mounted a private bpffs") && log.contains("NOT outlive this process"),
+        "no warning in:\n{log}"
+    );
+    assert!(
+        !t.pins.path.join("maps").exists(),
+        "the host sees no pins of a private bpffs"
+    );
+    d.stop();
+}

@@ -23,6 +23,8 @@ pub(super) const PSH: u8 = 0x08;
 pub(super) struct Harness {
     pub(super) ebpf: Ebpf,
     pub(super) maps: Maps,
+    /// The pin directory the programs' maps live in.
+    pub(super) maps_path: std::path::PathBuf,
 }
 
 #[derive(Clone, Copy)]
@@ -61,13 +63,20 @@ pub(super) fn with_programs(body: impl FnOnce(&mut Harness) + Send + 'static) {
     let pins = PinDir::new("pkt");
     let path = pins.path.clone();
     ns.run(move || {
-        let ebpf = load_programs(&path, 1024).expect("load programs");
-        let maps = Maps::open(&path).expect("open maps");
-        body(&mut Harness { ebpf, maps });
+        body(&mut Harness::load(&path));
     });
 }
 
 impl Harness {
+    /// Loads the programs with their maps pinned under `path`.
+    pub(super) fn load(path: &std::path::Path) -> Self {
+        Self {
+            ebpf: load_programs(path, 1024).expect("load programs"),
+            maps: Maps::open(path).expect("open maps"),
+            maps_path: path.into(),
+        }
+    }
+
     pub(super) fn run_tc(&self, name: &str, frame: &[u8]) -> (u32, Vec<u8>) {
         let prog: &SchedClassifier = self.ebpf.program(name).unwrap().try_into().unwrap();
         run(prog, frame)
@@ -444,10 +453,7 @@ fn egress_follows_the_fib_to_the_members_next_hop() {
     let pins = PinDir::new("fib");
     let path = pins.path.clone();
     ns.run(move || {
-        let mut h = Harness {
-            ebpf: load_programs(&path, 1024).unwrap(),
-            maps: Maps::open(&path).unwrap(),
-        };
+        let mut h = Harness::load(&path);
         let prog: &SchedClassifier = h.ebpf.program(EGRESS_PROGRAM).unwrap().try_into().unwrap();
         // struct __sk_buff up to and including `ifindex` (offset 40).
         let mut ctx = [0u8; 44];
@@ -485,17 +491,12 @@ fn reloading_programs_adopts_pinned_state_without_reset() {
     let path = pins.path.clone();
     ns.run(move || {
         let n = v4();
-        let first = load_programs(&path, 1024).unwrap();
-        let mut maps = Maps::open(&path).unwrap();
-        maps.set_active(n.vip, n.east).unwrap();
-        let h = Harness { ebpf: first, maps };
+        let mut h = Harness::load(&path);
+        h.maps.set_active(n.vip, n.east).unwrap();
         h.egress(&syn(&n));
         drop(h);
         // A new load (as by a restarted daemon) reuses the pinned maps.
-        let h = Harness {
-            ebpf: load_programs(&path, 1024).unwrap(),
-            maps: Maps::open(&path).unwrap(),
-        };
+        let h = Harness::load(&path);
         assert_eq!(h.maps.active(&n.vip).unwrap().unwrap().member, n.east);
         assert_eq!(h.maps.flows().unwrap().len(), 1);
         assert_eq!(h.stat(Stat::Translated), 1);
