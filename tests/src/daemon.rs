@@ -303,9 +303,10 @@ impl DaemonProc {
 impl Drop for DaemonProc {
     fn drop(&mut self) {
         self.kill();
-        // A killed daemon leaves its pin path's lock file (harmless, but
-        // litter in /run/redirector/pins).
+        // A killed daemon leaves its lock files (harmless, but litter in
+        // /run/redirector/pins and beside a fixed socket path: the demo's).
         let _ = std::fs::remove_file(redirector::lock::pin_lock_path(&self.pin_path));
+        let _ = std::fs::remove_file(redirector::lock::socket_lock_path(&self.socket));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
