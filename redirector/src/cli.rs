@@ -2,7 +2,7 @@
 //! either talks to it over the admin socket or works on a config file or the
 //! pins directly. Errors reach the user with context and a non-zero exit.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -75,14 +75,19 @@ pub enum Command {
     /// Make the daemon re-read its config file (like SIGHUP). An invalid
     /// file is rejected and the running config stays.
     Reload,
-    /// Detach every program and remove every pin of the data path. Stop the
-    /// daemon first; traffic to the VIPs stops being translated.
+    /// Detach every program and remove every pin of the data path. Refused
+    /// while a daemon runs on the pin path (unless --force); traffic to the
+    /// VIPs stops being translated.
     Teardown {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
         /// Remove this pin path instead of the config's.
         #[arg(long)]
         pin_path: Option<PathBuf>,
+        /// Tear down even while a daemon holds the pin path (it then
+        /// reports a VIP it no longer serves until it is stopped).
+        #[arg(long)]
+        force: bool,
     },
     /// Run one round of health checks from a config file and print the
     /// results (no kernel, no root). Exits 1 if any member is unhealthy.
@@ -104,7 +109,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config, log_format } => {
-            init_logging(log_format);
+            let _log = init_logging(log_format);
             // One thread: the daemon's work is thousands of small probes and
             // map writes, none of them blocking; without cross-thread wakeups
             // and work stealing a probe costs less CPU (see bench/REPORT.md).
@@ -144,10 +149,30 @@ pub fn main() -> anyhow::Result<ExitCode> {
             say(&cli.socket, Request::Undrain { service, member })
         }
         Command::Reload => say(&cli.socket, Request::Reload),
-        Command::Teardown { config, pin_path } => {
+        Command::Teardown {
+            config,
+            pin_path,
+            force,
+        } => {
             let pin = match pin_path {
                 Some(p) => p,
                 None => config::load(&config)?.datapath.pin_path,
+            };
+            // Held while the pins go, so no daemon starts on them meanwhile.
+            let _lock = match crate::lock::pin_path(&pin) {
+                Ok(l) => Some(l),
+                Err(e @ crate::lock::LockError::Held { .. }) if force => {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "warning: {e}; tearing down anyway (--force)"
+                    );
+                    None
+                }
+                Err(e @ crate::lock::LockError::Held { .. }) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("teardown refused (pass --force to tear down anyway)"));
+                }
+                Err(e) => return Err(e.into()),
             };
             let removed = crate::datapath::teardown(&pin)
                 .with_context(|| format!("tearing down {}", pin.display()))?;
@@ -185,16 +210,45 @@ pub fn main() -> anyhow::Result<ExitCode> {
     }
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go through a bounded queue to stderr: a write error or a stuck
+/// reader drops lines (counted in /metrics) instead of panicking or
+/// blocking a task (see `logging`). The guard flushes on return.
+fn init_logging(format: LogFormat) -> crate::logging::LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = crate::logging::spawn(
+        std::io::stderr(),
+        crate::logging::QUEUE_LINES,
+        crate::logging::counters(),
+    );
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer)
+        // Its fallback on a failed write is eprintln!, which panics.
+        .log_internal_errors(false);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
     }
+    guard
+}
+
+/// An error and its causes joined with ": ", each said once. An error
+/// whose message already ends with its cause's (a thiserror variant that
+/// prints `{source}` and also returns it as its source) would otherwise
+/// repeat it: "...: Permission denied (os error 13): Permission denied (os
+/// error 13)". Presentation only; nothing decides on this text.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for part in e.chain().map(ToString::to_string) {
+        if out.is_empty() {
+            out = part;
+        } else if !out.ends_with(&part) {
+            out.push_str(": ");
+            out.push_str(&part);
+        }
+    }
+    out
 }
 
 fn ask(socket: &std::path::Path, req: Request) -> anyhow::Result<Response> {
@@ -371,4 +425,29 @@ pub fn format_history(h: &[FlipRecord]) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("admin socket /run/x.sock: {source}")]
+    struct Repeats {
+        #[source]
+        source: std::io::Error,
+    }
+
+    #[test]
+    fn a_cause_already_in_its_parent_message_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::EACCES);
+        let cause = io.to_string();
+        let e = anyhow::Error::new(Repeats { source: io }).context("starting");
+        let text = error_text(&e);
+        assert_eq!(text, format!("starting: admin socket /run/x.sock: {cause}"));
+        assert_eq!(text.matches(&cause).count(), 1, "{text}");
+        // Distinct causes all stay.
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(error_text(&e), "outer: middle: inner");
+    }
 }

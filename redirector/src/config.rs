@@ -193,6 +193,26 @@ impl std::fmt::Debug for Secret {
 const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/redirector";
 const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 const MIN_CONNTRACK_ENTRIES: u32 = 1024;
+/// 16 Mi flows. The two flow maps (CONNTRACK, REVERSE_NAT) are
+/// preallocated LRU hashes: the kernel refuses more than 2^31 entries
+/// outright (the bucket count is rounded up to a power of two in 32 bits)
+/// and long before that allocating the elements (some 250 bytes of kernel
+/// memory per flow with both maps) fails at load time. 16 Mi flows already
+/// take about 4 GB; more is a typo, not a sizing.
+pub const MAX_CONNTRACK_ENTRIES: u32 = 1 << 24;
+/// `check.interval`, `check.timeout`, `check.fast_interval` and
+/// `check.ttl`: a millisecond is the finest period a check can keep, an
+/// hour the longest that still makes it a health check.
+pub const CHECK_DURATION_RANGE: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(3600));
+/// `failback_delay` and `drain_timeout`: zero (at once) up to a day.
+pub const SERVICE_DELAY_RANGE: (Duration, Duration) =
+    (Duration::ZERO, Duration::from_secs(24 * 3600));
+/// `sun_path` is 108 bytes with its terminating NUL: a longer socket path
+/// cannot be bound at all.
+pub const MAX_SOCKET_PATH: usize = 107;
+/// `check.rise` and `check.fall`: consecutive results, 1 to 100.
+pub const COUNT_RANGE: (u32, u32) = (1, 100);
 const DEFAULT_ADMIN_SOCKET: &str = "/run/redirector/admin.sock";
 const DEFAULT_METRICS: &str = "127.0.0.1:9477";
 const DEFAULT_FAILBACK_DELAY: Duration = Duration::from_secs(30);
@@ -573,23 +593,26 @@ impl Ctx<'_> {
             None => PathBuf::from(DEFAULT_PIN_PATH),
         };
         let conntrack_entries = match raw.conntrack_entries.map(split) {
-            Some((span, n)) if n < MIN_CONNTRACK_ENTRIES => {
+            Some((span, n)) if !(MIN_CONNTRACK_ENTRIES..=MAX_CONNTRACK_ENTRIES).contains(&n) => {
                 return Err(self.err(
                     &span,
                     "datapath.conntrack_entries",
-                    format!("must be at least {MIN_CONNTRACK_ENTRIES}, got {n}"),
+                    format!(
+                        "must be at least {MIN_CONNTRACK_ENTRIES} and at most \
+                         {MAX_CONNTRACK_ENTRIES} (16 Mi), got {n}"
+                    ),
                 ));
             }
             Some((_, n)) => n,
             None => DEFAULT_CONNTRACK_ENTRIES,
         };
-        let flow_idle_timeout = self.bounded_duration(
+        let (_, flow_idle_timeout) = self.bounded_duration(
             raw.flow_idle_timeout,
             DEFAULT_FLOW_IDLE_TIMEOUT,
             "datapath.flow_idle_timeout",
             FLOW_IDLE_TIMEOUT_RANGE,
         )?;
-        let flow_close_timeout = self.bounded_duration(
+        let (_, flow_close_timeout) = self.bounded_duration(
             raw.flow_close_timeout,
             DEFAULT_FLOW_CLOSE_TIMEOUT,
             "datapath.flow_close_timeout",
@@ -609,6 +632,17 @@ impl Ctx<'_> {
         let socket = match raw.socket.map(split) {
             Some((span, s)) if s.is_empty() => {
                 return Err(self.err(&span, "admin.socket", "must not be empty"));
+            }
+            Some((span, s)) if s.len() > MAX_SOCKET_PATH => {
+                return Err(self.err(
+                    &span,
+                    "admin.socket",
+                    format!(
+                        "path is {} bytes; a Unix socket path holds at most {MAX_SOCKET_PATH} \
+                         (sun_path): choose a shorter one",
+                        s.len()
+                    ),
+                ));
             }
             Some((_, s)) => PathBuf::from(s),
             None => PathBuf::from(DEFAULT_ADMIN_SOCKET),
@@ -667,6 +701,19 @@ impl Ctx<'_> {
         if vip.ip().is_unspecified() {
             return Err(self.err(&span, &field, "VIP must not be an unspecified address"));
         }
+        if let Some(why) = unroutable(vip.ip()) {
+            return Err(self.err(&span, &field, format!("VIP {vip} is {why}")));
+        }
+        if vip.ip().is_loopback() {
+            return Err(self.err(
+                &span,
+                &field,
+                format!(
+                    "VIP {vip} is a loopback address: loopback traffic never leaves the \
+                     host through the interfaces, so it is never translated"
+                ),
+            ));
+        }
         if let Some(first) = vips.insert(vip, i) {
             return Err(self.err(
                 &span,
@@ -699,17 +746,17 @@ impl Ctx<'_> {
                 ));
             }
         };
-        let (_, failback_delay) = self.duration(
+        let (_, failback_delay) = self.bounded_duration(
             raw.failback_delay,
             DEFAULT_FAILBACK_DELAY,
             &format!("{p}.failback_delay"),
-            false,
+            SERVICE_DELAY_RANGE,
         )?;
-        let (_, drain_timeout) = self.duration(
+        let (_, drain_timeout) = self.bounded_duration(
             raw.drain_timeout,
             DEFAULT_DRAIN_TIMEOUT,
             &format!("{p}.drain_timeout"),
-            false,
+            SERVICE_DELAY_RANGE,
         )?;
 
         let check = self.check(&p, raw.check)?;
@@ -768,6 +815,30 @@ impl Ctx<'_> {
         let (span, addr) = self.required(raw.addr, &table, &field)?;
         let (host, port) = parse_member_addr(&addr).map_err(|m| self.err(&span, &field, m))?;
         if let Ok(ip) = host.parse::<IpAddr>()
+            && let Some(why) = unroutable(ip)
+        {
+            return Err(self.err(
+                &span,
+                &field,
+                format!("member {addr} is {why}: no server can answer there"),
+            ));
+        }
+        if host
+            .parse::<IpAddr>()
+            .ok()
+            .map(|ip| SocketAddr::new(ip, port))
+            == Some(*vip)
+        {
+            return Err(self.err(
+                &span,
+                &field,
+                format!(
+                    "member {addr} is the VIP itself: the VIP would be translated to \
+                     itself and connections would hang"
+                ),
+            ));
+        }
+        if let Ok(ip) = host.parse::<IpAddr>()
             && ip.is_ipv4() != vip.is_ipv4()
         {
             let (family, vip_family) = if ip.is_ipv4() {
@@ -825,8 +896,8 @@ impl Ctx<'_> {
         default: Duration,
         field: &str,
         (min, max): (Duration, Duration),
-    ) -> Result<Duration, ConfigError> {
-        let (span, d) = self.duration(value, default, field, true)?;
+    ) -> Result<At<Duration>, ConfigError> {
+        let (span, d) = self.duration(value, default, field, !min.is_zero())?;
         if d < min || d > max {
             return Err(self.err(
                 &span,
@@ -839,7 +910,7 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        Ok(d)
+        Ok((span, d))
     }
 
     /// A humantime duration, or `default` when absent.
@@ -886,8 +957,18 @@ impl Ctx<'_> {
             })?,
         };
 
-        let (_, interval) = self.duration(raw.interval, DEFAULT_INTERVAL, &f("interval"), true)?;
-        let (span, timeout) = self.duration(raw.timeout, DEFAULT_TIMEOUT, &f("timeout"), true)?;
+        let (_, interval) = self.bounded_duration(
+            raw.interval,
+            DEFAULT_INTERVAL,
+            &f("interval"),
+            CHECK_DURATION_RANGE,
+        )?;
+        let (span, timeout) = self.bounded_duration(
+            raw.timeout,
+            DEFAULT_TIMEOUT,
+            &f("timeout"),
+            CHECK_DURATION_RANGE,
+        )?;
         if timeout > interval {
             return Err(self.err(
                 &span,
@@ -899,11 +980,11 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let (span, fast_interval) = self.duration(
+        let (span, fast_interval) = self.bounded_duration(
             raw.fast_interval,
             DEFAULT_FAST_INTERVAL,
             &f("fast_interval"),
-            true,
+            CHECK_DURATION_RANGE,
         )?;
         if fast_interval > interval {
             return Err(self.err(
@@ -916,8 +997,8 @@ impl Ctx<'_> {
                 ),
             ));
         }
-        let rise = self.at_least_one(raw.rise, DEFAULT_RISE, &f("rise"))?;
-        let fall = self.at_least_one(raw.fall, DEFAULT_FALL, &f("fall"))?;
+        let rise = self.count(raw.rise, DEFAULT_RISE, &f("rise"))?;
+        let fall = self.count(raw.fall, DEFAULT_FALL, &f("fall"))?;
 
         // Keys that only some kinds accept.
         let applicable: [KeyKinds; 13] = [
@@ -1043,7 +1124,12 @@ impl Ctx<'_> {
             Kind::RedisPing => CheckKind::RedisPing(redis(self)?),
             Kind::RedisEcho => CheckKind::RedisEcho(redis(self)?),
             Kind::RedisSetGet => {
-                let (_, ttl) = self.duration(raw.ttl, DEFAULT_SETGET_TTL, &f("ttl"), true)?;
+                let (_, ttl) = self.bounded_duration(
+                    raw.ttl,
+                    DEFAULT_SETGET_TTL,
+                    &f("ttl"),
+                    CHECK_DURATION_RANGE,
+                )?;
                 let key_prefix = match raw.key_prefix.map(split) {
                     Some((span, k)) if k.is_empty() => {
                         return Err(self.err(&span, &f("key_prefix"), "must not be empty"));
@@ -1117,15 +1203,21 @@ impl Ctx<'_> {
         })
     }
 
-    fn at_least_one(
+    /// A count within [`COUNT_RANGE`], or `default`.
+    fn count(
         &self,
         value: Option<Spanned<u32>>,
         default: u32,
         field: &str,
     ) -> Result<u32, ConfigError> {
+        let (min, max) = COUNT_RANGE;
         match value.map(split) {
             None => Ok(default),
-            Some((span, 0)) => Err(self.err(&span, field, "must be at least 1, got 0")),
+            Some((span, n)) if n < min || n > max => Err(self.err(
+                &span,
+                field,
+                format!("must be at least {min} and at most {max}, got {n}"),
+            )),
             Some((_, n)) => Ok(n),
         }
     }
@@ -1177,6 +1269,19 @@ fn valid_interface_name(name: &str) -> bool {
 
 /// Splits a member address into host (an IP literal without brackets, or a
 /// DNS name) and port.
+/// Why no server can be reached at `ip` (member or VIP), if so.
+fn unroutable(ip: IpAddr) -> Option<&'static str> {
+    if ip.is_unspecified() {
+        Some("the unspecified address (0.0.0.0 or ::)")
+    } else if ip.is_multicast() {
+        Some("a multicast address")
+    } else if ip == IpAddr::V4(std::net::Ipv4Addr::BROADCAST) {
+        Some("the broadcast address")
+    } else {
+        None
+    }
+}
+
 fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         if sa.port() == 0 {
@@ -2009,6 +2114,245 @@ priority = 2
             "services[0].failback_delay",
             "invalid duration",
         );
+    }
+
+    /// MINIMAL with `line` added to the service (`service = true`) or to
+    /// its check table.
+    fn with_line(line: &str, service: bool) -> String {
+        if service {
+            MINIMAL.replace(
+                "vip = \"198.18.0.100:6379\"",
+                &format!("vip = \"198.18.0.100:6379\"\n{line}"),
+            )
+        } else {
+            MINIMAL.replace(
+                "[[services.members]]",
+                &format!("[services.check]\n{line}\n\n[[services.members]]"),
+            )
+        }
+    }
+
+    /// `text` is rejected at the line holding `needle`, naming `field`.
+    fn rejected_at(text: &str, needle: &str, field: &str, mentions: &str) {
+        assert_error(&reject(text), line_of(text, needle, 0), field, mentions);
+    }
+
+    /// One bounded key: values just inside and just outside its range.
+    struct Bound {
+        key: &'static str,
+        /// In the service table (else in its check table).
+        service: bool,
+        accepted: &'static [&'static str],
+        rejected: &'static [&'static str],
+        mentions: &'static str,
+    }
+
+    impl Bound {
+        fn field(&self) -> String {
+            match self.service {
+                true => format!("services[0].{}", self.key),
+                false => format!("services[0].check.{}", self.key),
+            }
+        }
+
+        /// The config with `key = v`; a check key is tried with interval
+        /// 1h and timeout and fast_interval 1ms, so only its bound can fail.
+        fn text(&self, v: &str) -> String {
+            let line = format!("{} = {v}", self.key);
+            if self.service {
+                return with_line(&line, true);
+            }
+            let mut lines: Vec<String> = match self.key {
+                "interval" => vec!["timeout = \"1ms\"".into(), "fast_interval = \"1ms\"".into()],
+                _ => [
+                    "interval = \"1h\"",
+                    "timeout = \"1ms\"",
+                    "fast_interval = \"1ms\"",
+                ]
+                .into_iter()
+                .filter(|l| !l.starts_with(&format!("{} ", self.key)))
+                .map(String::from)
+                .collect(),
+            };
+            lines.push(line);
+            with_line(&lines.join("\n"), false)
+        }
+    }
+
+    /// Every duration and count is bounded: the value just inside each
+    /// bound parses, the one just outside is rejected at its line and field.
+    #[test]
+    fn durations_and_counts_are_bounded() {
+        const CHECK: &[&str] = &["\"1ms\"", "\"1h\""];
+        const COUNT: &[&str] = &["1", "100"];
+        const DELAY: &[&str] = &["\"0s\"", "\"24h\""];
+        let bound = |key, service, accepted, rejected, mentions| Bound {
+            key,
+            service,
+            accepted,
+            rejected,
+            mentions,
+        };
+        let cases = [
+            bound(
+                "interval",
+                false,
+                CHECK,
+                &["\"999us\"", "\"3601s\""],
+                "between 1ms and 1h",
+            ),
+            bound(
+                "timeout",
+                false,
+                CHECK,
+                &["\"999us\"", "\"2h\""],
+                "between 1ms and 1h",
+            ),
+            bound(
+                "fast_interval",
+                false,
+                CHECK,
+                &["\"500us\"", "\"2h\""],
+                "between 1ms and 1h",
+            ),
+            bound("rise", false, COUNT, &["101", "4000000000"], "at most 100"),
+            bound("fall", false, COUNT, &["101", "4000000000"], "at most 100"),
+            bound(
+                "failback_delay",
+                true,
+                DELAY,
+                &["\"86401s\""],
+                "between 0s and 1day",
+            ),
+            bound(
+                "drain_timeout",
+                true,
+                DELAY,
+                &["\"86401s\""],
+                "between 0s and 1day",
+            ),
+        ];
+        for b in &cases {
+            for v in b.accepted {
+                ok(&b.text(v));
+            }
+            for v in b.rejected {
+                let needle = format!("{} = {v}", b.key);
+                rejected_at(&b.text(v), &needle, &b.field(), b.mentions);
+            }
+        }
+        // redis-setget's key time-to-live.
+        let text = with_line("kind = \"redis-setget\"\nttl = \"2h\"", false);
+        rejected_at(
+            &text,
+            "ttl =",
+            "services[0].check.ttl",
+            "between 1ms and 1h",
+        );
+    }
+
+    /// The inputs that used to panic the probe task ("overflow when adding
+    /// duration to instant") or the service task on switchover.
+    #[test]
+    fn absurd_durations_that_used_to_panic_are_rejected() {
+        for (key, service, mentions) in [
+            ("interval", false, "between 1ms and 1h"),
+            ("drain_timeout", true, "between 0s and 1day"),
+            ("failback_delay", true, "between 0s and 1day"),
+        ] {
+            let text = with_line(&format!("{key} = \"500000000000y\""), service);
+            let field = match service {
+                true => format!("services[0].{key}"),
+                false => format!("services[0].check.{key}"),
+            };
+            rejected_at(&text, &format!("{key} ="), &field, mentions);
+        }
+    }
+
+    /// Configs that parse but cannot work: each is refused at its line.
+    #[test]
+    fn addresses_that_cannot_work_are_rejected() {
+        let member = "addr = \"198.18.1.10:6379\"";
+        let vip = "vip = \"198.18.0.100:6379\"";
+        let f_member = "services[0].members[0].addr";
+        let f_vip = "services[0].vip";
+        // (replacement line, what the error mentions); an `addr` line
+        // replaces the member's, a `vip` line the VIP's.
+        for (to, mentions) in [
+            ("addr = \"198.18.0.100:6379\"", "is the VIP itself"),
+            ("addr = \"0.0.0.0:6379\"", "unspecified"),
+            ("addr = \"224.0.0.1:6379\"", "multicast"),
+            ("addr = \"255.255.255.255:6379\"", "broadcast"),
+            ("vip = \"127.0.0.1:6379\"", "loopback"),
+            ("vip = \"224.0.0.5:6379\"", "multicast"),
+            ("vip = \"255.255.255.255:6379\"", "broadcast"),
+        ] {
+            let (from, field) = match to.starts_with("addr") {
+                true => (member, f_member),
+                false => (vip, f_vip),
+            };
+            let text = MINIMAL.replace(from, to);
+            rejected_at(&text, to, field, mentions);
+        }
+        // IPv6: unspecified and multicast members, a loopback VIP.
+        let v6 = MINIMAL
+            .replace(vip, "vip = \"[2001:db8::100]:6379\"")
+            .replace(member, "addr = \"[2001:db8::10]:6379\"");
+        ok(&v6);
+        for (from, to, field, mentions) in [
+            (
+                "addr = \"[2001:db8::10]:6379\"",
+                "addr = \"[::]:6379\"",
+                f_member,
+                "unspecified",
+            ),
+            (
+                "addr = \"[2001:db8::10]:6379\"",
+                "addr = \"[ff02::1]:6379\"",
+                f_member,
+                "multicast",
+            ),
+            (
+                "addr = \"[2001:db8::10]:6379\"",
+                "addr = \"[2001:db8::100]:6379\"",
+                f_member,
+                "VIP itself",
+            ),
+            (
+                "vip = \"[2001:db8::100]:6379\"",
+                "vip = \"[::1]:6379\"",
+                f_vip,
+                "loopback",
+            ),
+        ] {
+            let text = v6.replace(from, to);
+            rejected_at(&text, to, field, mentions);
+        }
+        // Same IP as the VIP on another port is a different endpoint.
+        ok(&MINIMAL.replace(member, "addr = \"198.18.0.100:6380\""));
+    }
+
+    #[test]
+    fn an_admin_socket_path_longer_than_sun_path_is_rejected() {
+        let path = |len: usize| format!("/{}", "s".repeat(len - 1));
+        let with = |p: &str| {
+            MINIMAL.replace(
+                "[[services]]",
+                &format!("[admin]\nsocket = \"{p}\"\n\n[[services]]"),
+            )
+        };
+        ok(&with(&path(107)));
+        let text = with(&path(108));
+        rejected_at(&text, "socket =", "admin.socket", "at most 107");
+    }
+
+    #[test]
+    fn conntrack_entries_above_16mi_are_rejected() {
+        let base = "interfaces = [\"eth0\"]";
+        ok(&MINIMAL.replace(base, &format!("{base}\nconntrack_entries = 16777216")));
+        let text = MINIMAL.replace(base, &format!("{base}\nconntrack_entries = 16777217"));
+        let e = reject(&text);
+        assert_error(&e, 3, "datapath.conntrack_entries", "at most 16777216");
     }
 
     #[test]

@@ -24,6 +24,21 @@ use std::{collections::BTreeSet, time::Duration, time::Instant};
 
 use crate::config::{Failback, OnFailover};
 
+/// `t + d`, saturating: when that moment cannot be represented, the
+/// latest one that can within `d` (far beyond any process lifetime). A
+/// deadline computed from an absurd duration must never panic the task
+/// that computes it; config validation keeps durations sane, this keeps
+/// the arithmetic safe whatever reaches it.
+pub fn later(t: Instant, d: Duration) -> Instant {
+    let mut d = d;
+    loop {
+        if let Some(at) = t.checked_add(d) {
+            return at;
+        }
+        d /= 2;
+    }
+}
+
 /// What the machine needs from the service config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Policy {
@@ -325,7 +340,7 @@ impl ServiceMachine {
         if let Some(f) = from {
             let old = &mut self.members[f];
             if reason.planned() || old.health != Health::Down {
-                old.drain_deadline = Some(now + self.policy.drain_timeout);
+                old.drain_deadline = Some(later(now, self.policy.drain_timeout));
             } else {
                 flip.first_failed_check = old.first_failure;
                 flip.marked_down = old.down_since;
@@ -366,7 +381,7 @@ impl ServiceMachine {
             })
             .into_iter()
             .flatten()
-            .map(|t| t + self.policy.failback_delay)
+            .map(|t| later(t, self.policy.failback_delay))
             .filter(|&d| d > now);
         drains.chain(failback).min()
     }

@@ -4,7 +4,7 @@
 //! daemon chose. The library holds every part of the daemon, one module per
 //! responsibility: `config`, `health` (checkers), `decide` (the pure state
 //! machine), `datapath` (loader and map facade), `daemon` (tasks and the map
-//! writer), `admin` (Unix-socket API), `metrics`, `status` and `cli`.
+//! writer), `admin` (Unix-socket API), `lock` (one daemon per pin path), `logging`, `metrics`, `status` and `cli`.
 
 pub mod admin;
 pub mod cli;
@@ -13,5 +13,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod decide;
 pub mod health;
+pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod status;

@@ -159,6 +159,17 @@ impl Metrics {
             "Wall time of the last flow sweep",
             flow_sweep_seconds.clone(),
         );
+        let log = crate::logging::counters();
+        registry.register(
+            "log_write_errors",
+            "Log lines dropped because writing them to stderr failed",
+            log.write_errors,
+        );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr did not keep up (queue full)",
+            log.dropped,
+        );
         let metrics_refused = Counter::default();
         registry.register(
             "metrics_connections_refused",

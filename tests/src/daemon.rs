@@ -37,6 +37,8 @@ pub struct DaemonProc {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub config: PathBuf,
+    /// The config's pin path (its lock file is removed on drop).
+    pub pin_path: PathBuf,
     netns: String,
     pub log: PathBuf,
     /// Start the daemon in a mount namespace of its own with /sys/fs/bpf
@@ -52,6 +54,14 @@ impl DaemonProc {
         Self::launch(t, config, false)
     }
 
+    /// [`start`](Self::start) with the daemon's stderr on `stderr` instead
+    /// of the log file (stdout stays on the log file).
+    pub fn start_with_stderr(t: &Topology, config: &str, stderr: Stdio) -> Self {
+        let mut d = Self::prepare(t, config, false);
+        d.spawn_with(stderr);
+        d
+    }
+
     /// Like [`start`](Self::start), but in a private mount namespace
     /// without the host's bpffs.
     pub fn start_private_mounts(t: &Topology, config: &str) -> Self {
@@ -59,6 +69,13 @@ impl DaemonProc {
     }
 
     fn launch(t: &Topology, config: &str, private_mounts: bool) -> Self {
+        let mut d = Self::prepare(t, config, private_mounts);
+        d.spawn();
+        d
+    }
+
+    /// Writes the config; starts nothing.
+    fn prepare(t: &Topology, config: &str, private_mounts: bool) -> Self {
         let dir = std::env::temp_dir().join(unique("daemon"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut d = Self {
@@ -66,12 +83,12 @@ impl DaemonProc {
             socket: dir.join("admin.sock"),
             config: dir.join("redirector.toml"),
             log: dir.join("daemon.log"),
+            pin_path: t.pins.path.clone(),
             dir,
             netns: t.app.name.clone(),
             private_mounts,
         };
         d.write_config(t, config);
-        d.spawn();
         d
     }
 
@@ -84,30 +101,38 @@ impl DaemonProc {
         // A config with a fixed socket path (the demo's) is talked to there.
         let parsed = redirector::config::parse(&text, &d.config).expect("valid config");
         d.socket = parsed.admin.socket;
+        d.pin_path = parsed.datapath.pin_path;
+    }
+
+    fn log_file(&self) -> File {
+        File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap()
     }
 
     /// Starts (again) the daemon process with the same config.
     pub fn spawn(&mut self) {
-        assert!(self.child.is_none(), "already running");
+        let log = self.log_file();
+        self.spawn_with(log.into());
+    }
+
+    /// `redirector run --config <config>` in the app namespace; the
+    /// returned file is the namespace, to hold until the child is spawned.
+    fn run_command(&self, config: &std::path::Path) -> (Command, File) {
         let ns = File::open(format!("/run/netns/{}", self.netns)).unwrap();
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
         let ns_fd = ns.as_raw_fd();
         let private = self.private_mounts;
         let mut cmd = Command::new(binary());
         cmd.args(["--socket"])
             .arg(&self.socket)
             .args(["run", "--config"])
-            .arg(&self.config)
+            .arg(config)
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
+            .stdin(Stdio::null());
         // SAFETY: only async-signal-safe work between fork and exec: one
-        // setns call on an fd that stays open (we hold `ns`).
+        // setns call on an fd that stays open (the caller holds `ns`).
         unsafe {
             cmd.pre_exec(move || {
                 if libc::setns(ns_fd, libc::CLONE_NEWNET) != 0 {
@@ -134,6 +159,38 @@ impl DaemonProc {
                 Ok(())
             });
         }
+        (cmd, ns)
+    }
+
+    /// Runs another daemon on `config` (beside this one) until it exits,
+    /// bounded by 20 s: for daemons that must refuse to start.
+    pub fn run_another(&self, config: &std::path::Path) -> Output {
+        let (mut cmd, ns) = self.run_command(config);
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn redirector");
+        drop(ns);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("reap");
+                panic!(
+                    "the second daemon kept running:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("reap")
+    }
+
+    fn spawn_with(&mut self, stderr: Stdio) {
+        assert!(self.child.is_none(), "already running");
+        let (mut cmd, ns) = self.run_command(&self.config);
+        cmd.stdout(self.log_file()).stderr(stderr);
         self.child = Some(cmd.spawn().expect("spawn redirector"));
         drop(ns);
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -150,6 +207,11 @@ impl DaemonProc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// True while the daemon process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
     pub fn pid(&self) -> u32 {
@@ -241,6 +303,10 @@ impl DaemonProc {
 impl Drop for DaemonProc {
     fn drop(&mut self) {
         self.kill();
+        // A killed daemon leaves its lock files (harmless, but litter in
+        // /run/redirector/pins and beside a fixed socket path: the demo's).
+        let _ = std::fs::remove_file(redirector::lock::pin_lock_path(&self.pin_path));
+        let _ = std::fs::remove_file(redirector::lock::socket_lock_path(&self.socket));
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -91,6 +91,10 @@ fn raise_fd_limit() {
 
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = config::load(&config_path)?;
+    // Held until run returns (and released by the kernel however the
+    // process ends): one daemon per pin path and per socket.
+    let _pin_lock = crate::lock::pin_path(&config.datapath.pin_path)?;
+    let _socket_lock = crate::lock::socket(&config.admin.socket)?;
     raise_fd_limit();
     for w in config::warnings(&config) {
         tracing::warn!("{w}");
@@ -262,7 +266,7 @@ impl Daemon {
             tracing::warn!("{w}");
         }
         if new.datapath != self.config.datapath {
-            let dp = load_datapath(&new).map_err(|e| format!("{e:#}"))?;
+            let dp = load_datapath(&new).map_err(|e| crate::cli::error_text(&e))?;
             self.attachments = describe(&dp);
             self.flows.set_timeouts(&new.datapath);
         }

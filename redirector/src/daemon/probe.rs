@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, watch};
 use super::service::{Msg, resolve};
 use crate::{
     config,
+    decide::later,
     health::{self, Checker, Outcome},
 };
 
@@ -80,12 +81,12 @@ impl Schedule {
         if !suspect_allowed || in_flight.len() >= self.max_in_flight {
             return None;
         }
-        Some(*newest + self.late_after())
+        Some(later(*newest, self.late_after()))
     }
 
     /// How long a probe may stay unanswered before it counts as late.
     fn late_after(&self) -> Duration {
-        self.fast_interval.max(self.good_rtt * 2)
+        self.fast_interval.max(self.good_rtt.saturating_mul(2))
     }
 
     /// A probe started at `at`.
@@ -115,13 +116,15 @@ impl Schedule {
         };
         // With overlapping probes, the newest start decides.
         let from = self.last_start.map_or(started, |l| l.max(started));
-        self.next = from + period;
+        self.next = later(from, period);
     }
 
     /// The member closed the kept connection at `now`: probe at once, but
     /// not sooner than `fast_interval` after the last probe started.
     pub fn connection_lost(&mut self, now: Instant) {
-        let earliest = self.last_start.map_or(now, |l| l + self.fast_interval);
+        let earliest = self
+            .last_start
+            .map_or(now, |l| later(l, self.fast_interval));
         self.next = self.next.min(earliest.max(now));
     }
 }
@@ -290,6 +293,21 @@ mod tests {
         s.started(t0);
         s.finished(t0, true, rtt, false);
         s
+    }
+
+    /// Durations far past what config accepts must not panic the probe
+    /// task ("overflow when adding duration to instant").
+    #[test]
+    fn absurd_periods_saturate_instead_of_panicking() {
+        let t0 = Instant::now();
+        let mut s = Schedule::new(Duration::MAX, Duration::MAX, 2, t0);
+        s.started(t0);
+        s.finished(t0, true, Duration::MAX, false);
+        assert!(s.due(&[], false).is_some_and(|d| d > t0));
+        assert!(s.due(&[t0], true).is_some_and(|d| d > t0));
+        s.connection_lost(t0);
+        s.finished(t0, false, Duration::ZERO, false);
+        assert!(s.due(&[], false).is_some_and(|d| d > t0));
     }
 
     #[test]

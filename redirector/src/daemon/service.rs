@@ -22,7 +22,7 @@ use super::{
 };
 use crate::{
     config,
-    decide::{Flip, Health, Policy, ServiceMachine},
+    decide::{Flip, Health, Policy, ServiceMachine, later},
     health::{self, Outcome},
     metrics::{FlipLabels, Metrics, ServiceLabels},
     status::{CheckStatus, FlipRecord, MemberStatus, ServiceStatus, unix_ms},
@@ -265,7 +265,7 @@ impl ServiceTask {
             let wake = self
                 .machine
                 .next_deadline(now)
-                .unwrap_or(now + Duration::from_secs(3600));
+                .unwrap_or(later(now, Duration::from_secs(3600)));
             // Whether anything the data path or the gauges show may have
             // changed; most checks change nothing.
             let changed = tokio::select! {
@@ -313,7 +313,7 @@ impl ServiceTask {
         // was sent: with overlapping probes a confirming probe may have been
         // sent before the first failure was known, and "marked down" is the
         // decision, not that send.
-        let answered = at + outcome.latency;
+        let answered = later(at, outcome.latency);
         self.last[member] = Some((outcome, at));
         let mut changed = false;
         if addr.is_some() && addr != self.resolved[member] {

@@ -353,3 +353,35 @@ proptest! {
         prop_assert!(flips <= 1 + 2 * health_changes + ops, "{flips} flips, {health_changes} changes, {ops} ops");
     }
 }
+
+/// A drain_timeout or failback_delay far past what config accepts must
+/// not panic the service task on a switchover or a failback deadline.
+#[test]
+fn absurd_delays_saturate_instead_of_panicking() {
+    let mut p = policy(Failback::Auto);
+    p.drain_timeout = Duration::MAX;
+    p.failback_delay = Duration::MAX;
+    let mut m = ServiceMachine::new(p, vec![("east".into(), 1), ("west".into(), 2)], None);
+    let mut c = Clock(Instant::now());
+    feed(&mut m, &mut c, EAST, true, 3);
+    feed(&mut m, &mut c, WEST, true, 3);
+    let f = m
+        .switchover(WEST, c.at(1))
+        .expect("switchover")
+        .expect("a flip");
+    assert_eq!((f.from, f.to), (Some(EAST), WEST));
+    assert!(m.next_deadline(c.0).is_some_and(|d| d > c.0));
+    assert!(!m.reset_members(c.at(1)).contains(&EAST));
+    m.release(c.at(1));
+    feed(&mut m, &mut c, EAST, false, 2);
+    feed(&mut m, &mut c, EAST, true, 3);
+    assert!(m.next_deadline(c.0).is_some_and(|d| d > c.0));
+    assert_eq!(m.on_tick(c.at(1)), None);
+}
+
+#[test]
+fn later_saturates() {
+    let t = Instant::now();
+    assert_eq!(later(t, Duration::from_secs(1)), t + Duration::from_secs(1));
+    assert!(later(t, Duration::MAX) > t);
+}

@@ -472,13 +472,9 @@ fn auth_protected_members_are_checked_and_a_wrong_password_is_reported() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
-fn metrics_endpoint_reports_health_active_member_and_flips() {
-    let mut t = Topology::new(true);
-    let d = started(&t, &default_config());
-    t.east.kill_redis();
-    until_region(&t, "west", BOUND);
-    let text = t.app.run(|| {
+/// GET /metrics from the daemon in the app namespace.
+pub(super) fn scrape_metrics(t: &Topology) -> String {
+    t.app.run(|| {
         use std::io::{Read as _, Write as _};
         let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -486,7 +482,16 @@ fn metrics_endpoint_reports_health_active_member_and_flips() {
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
-    });
+    })
+}
+
+#[test]
+fn metrics_endpoint_reports_health_active_member_and_flips() {
+    let mut t = Topology::new(true);
+    let d = started(&t, &default_config());
+    t.east.kill_redis();
+    until_region(&t, "west", BOUND);
+    let text = scrape_metrics(&t);
     for want in [
         "redirector_member_up{service=\"cache\",member=\"east\"} 0",
         "redirector_active_member{service=\"cache\",member=\"west\"} 1",
