@@ -191,6 +191,9 @@ pub fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Validate { config } => {
             let c = config::load(&config)?;
+            // What `run` reads beyond the file: secrets, CA files.
+            crate::health::preflight(&c)
+                .with_context(|| format!("{}: the daemon would not start", config.display()))?;
             for w in config::warnings(&c) {
                 println!("warning: {w}");
             }

@@ -119,9 +119,8 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         services: BTreeMap::new(),
     };
     for s in &config.services {
-        let h = service::start(s.clone(), &daemon.shared)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let checkers = crate::health::checkers(s)?;
+        let h = service::start(s.clone(), checkers, &daemon.shared).await;
         daemon.services.insert(s.name.clone(), h);
     }
 
@@ -262,6 +261,16 @@ impl Daemon {
         if new.admin != self.config.admin {
             return Err("the [admin] section cannot change on reload; restart the daemon".into());
         }
+        // Everything that can fail comes first, before anything changes: a
+        // rejected reload leaves every running service exactly as it was.
+        let mut prepared = BTreeMap::new();
+        for s in &new.services {
+            let running = self.services.get(&s.name).map(|h| &h.config);
+            if running != Some(s) {
+                let checkers = crate::health::checkers(s).map_err(|e| e.to_string())?;
+                prepared.insert(s.name.clone(), checkers);
+            }
+        }
         for w in config::warnings(&new) {
             tracing::warn!("{w}");
         }
@@ -291,7 +300,10 @@ impl Daemon {
         }
         for s in &new.services {
             if !self.services.contains_key(&s.name) {
-                let h = service::start(s.clone(), &self.shared).await?;
+                let checkers = prepared
+                    .remove(&s.name)
+                    .expect("every service not running was prepared above");
+                let h = service::start(s.clone(), checkers, &self.shared).await;
                 self.services.insert(s.name.clone(), h);
                 changed += 1;
             }

@@ -117,7 +117,13 @@ pub async fn resolve(host: &str, port: u16, vip_v4: bool) -> Option<SocketAddr> 
     addrs.into_iter().find(|a| a.is_ipv4() == vip_v4)
 }
 
-pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandle, String> {
+/// Starts `cfg` with its members' `checkers` (from [`health::checkers`],
+/// built before anything changed), one per member in order.
+pub async fn start(
+    cfg: config::Service,
+    checkers: Vec<Box<dyn health::Checker>>,
+    shared: &Shared,
+) -> ServiceHandle {
     let vip_v4 = cfg.vip.is_ipv4();
     let mut resolved = Vec::new();
     for m in &cfg.members {
@@ -176,9 +182,7 @@ pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandl
     let (tx, rx) = mpsc::channel(256);
     let mut tasks = Vec::new();
     let mut transition = Vec::new();
-    for (i, m) in cfg.members.iter().enumerate() {
-        let checker =
-            health::build(&cfg.check).map_err(|e| format!("service {}: {e}", cfg.name))?;
+    for ((i, m), checker) in cfg.members.iter().enumerate().zip(checkers) {
         let (ttx, trx) = watch::channel(true);
         transition.push(ttx);
         tasks.push(tokio::spawn(probe::run(ProbeLoop {
@@ -213,11 +217,11 @@ pub async fn start(cfg: config::Service, shared: &Shared) -> Result<ServiceHandl
         sent_down: None,
     };
     tasks.push(tokio::spawn(task.run(rx)));
-    Ok(ServiceHandle {
+    ServiceHandle {
         config: cfg,
         tx,
         tasks,
-    })
+    }
 }
 
 struct MemberMetrics {

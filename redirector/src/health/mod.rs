@@ -92,6 +92,42 @@ pub enum HealthError {
     EmptyCommand,
 }
 
+/// A service whose checkers cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("service {service}: {error}")]
+pub struct PreflightError {
+    pub service: String,
+    pub error: HealthError,
+}
+
+/// Builds one checker per member of `service`, as `run` does: secrets, CA
+/// files and commands are read now.
+pub fn checkers(service: &crate::config::Service) -> Result<Vec<Box<dyn Checker>>, PreflightError> {
+    service
+        .members
+        .iter()
+        .map(|_| build(&service.check))
+        .collect::<Result<_, _>>()
+        .map_err(|error| PreflightError {
+            service: service.name.clone(),
+            error,
+        })
+}
+
+/// What `run` checks beyond the config file itself: every service's
+/// checkers can be built (secret files readable and not empty, variables
+/// set, CA files valid). `validate` and every reload run it, so a config
+/// they accept is one `run` starts.
+pub fn preflight(config: &crate::config::Config) -> Result<(), PreflightError> {
+    for s in &config.services {
+        build(&s.check).map_err(|error| PreflightError {
+            service: s.name.clone(),
+            error,
+        })?;
+    }
+    Ok(())
+}
+
 /// Builds the checker for `check`, reading its secrets and CA files now.
 pub fn build(check: &Check) -> Result<Box<dyn Checker>, HealthError> {
     let timeout = check.timeout;

@@ -422,3 +422,39 @@ fn an_idle_admin_connection_is_closed() {
     }
     assert!(d.status().services[0].active.is_some());
 }
+
+/// A reload whose only fault is what `run` reads beyond the file (a
+/// missing password file, an unset variable) is rejected before anything
+/// changes: the service keeps running and a killed member is still failed
+/// over. Before, every changed service was stopped first, `status` showed
+/// no services and nothing failed over. `validate` refuses the same file.
+#[test]
+fn reload_with_an_unreadable_secret_changes_nothing_and_failover_still_happens() {
+    let mut t = Topology::new(true);
+    let d = started(&t, &default_config());
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let missing = d.dir.join("no-such-password");
+    for broken in [
+        format!("password_file = \"{}\"", missing.display()),
+        "password_env = \"REDIRECTOR_TEST_SURELY_UNSET\"".to_string(),
+    ] {
+        let text = good.replace("fall = 2", &format!("fall = 2\n{broken}"));
+        std::fs::write(&d.config, &text).unwrap();
+        let v = std::process::Command::new(crate::daemon::binary())
+            .args(["validate", "--config"])
+            .arg(&d.config)
+            .output()
+            .unwrap();
+        assert!(!v.status.success(), "validate accepted {broken}");
+        let out = d.cli(&["reload"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "reload accepted {broken}");
+        assert!(err.contains("cache"), "names the service: {err}");
+        let s = d.status();
+        assert_eq!(s.services.len(), 1, "the service still runs after {broken}");
+        assert_eq!(s.services[0].active.as_deref(), Some("east"));
+    }
+    t.east.kill_redis();
+    until_region(&t, "west", BOUND);
+    assert_failover_recorded(&d);
+}
