@@ -2,6 +2,11 @@
 //! 250 ms. Every member is a distinct endpoint: service i uses port
 //! 10000+i on both member hosts, where nft redirects ports 10000-10999 to
 //! the host's one redis-server (many Redis ports on a few hosts).
+//!
+//! HAProxy (Debian's) then health-checks the same 2,000 member endpoints
+//! with the same timings (`option redis-check`, `inter 250ms fall 2 rise
+//! 3`) in the same topology and is measured the same way, so the figure
+//! that matters is the ratio of the two, from one run.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +19,76 @@ pub struct DaemonLoad {
     pub rss_mb: f64,
     pub cpu_percent_of_one_core: f64,
     pub seconds: f64,
+    /// HAProxy checking the same endpoints with the same timings.
+    pub haproxy_rss_mb: f64,
+    pub haproxy_cpu_percent_of_one_core: f64,
+}
+
+/// One `listen` per service, its two members as servers (the second a
+/// backup, as the failover comparison runs it), each on its own port.
+fn haproxy_config(services: usize) -> String {
+    let mut c = String::from(
+        "global\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n    timeout check 250ms\n",
+    );
+    for i in 0..services {
+        let port = 10000 + i;
+        c += &format!(
+            "listen s{i}\n    bind 127.0.0.1:{}\n    option redis-check\n    server east 198.18.1.10:{port} check inter 250ms fall 2 rise 3\n    server west 198.18.2.10:{port} check inter 250ms fall 2 rise 3 backup\n",
+            20000 + i
+        );
+    }
+    c
+}
+
+/// Peak RSS (MB) and CPU (% of one core) of `pid` over `seconds`.
+fn sample(pid: u32, seconds: u64) -> (f64, f64, f64) {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc_sysconf(2) } as f64; // _SC_CLK_TCK
+    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
+    let mut rss = 0;
+    for _ in 0..seconds {
+        std::thread::sleep(Duration::from_secs(1));
+        rss = rss.max(rss_kb(pid));
+    }
+    let (elapsed, c1) = (t0.elapsed().as_secs_f64(), cpu_ticks(pid));
+    (
+        rss as f64 / 1024.0,
+        c1.saturating_sub(c0) as f64 / hz / elapsed * 100.0,
+        elapsed,
+    )
+}
+
+fn measure_haproxy(t: &Topology, services: usize, seconds: u64) -> anyhow::Result<(f64, f64)> {
+    use anyhow::Context as _;
+    let dir = std::env::temp_dir().join(redirector_tests::unique("haproxy-load"));
+    std::fs::create_dir_all(&dir)?;
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(&cfg, haproxy_config(services))?;
+    let log = std::fs::File::create(dir.join("haproxy.log"))?;
+    // `ip netns exec` execs haproxy in place, so the child's PID is its.
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.app.name, "haproxy", "-db", "-f"])
+        .arg(&cfg)
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting haproxy")?;
+    std::thread::sleep(Duration::from_secs(2));
+    let exited = child.try_wait()?;
+    let result = match exited {
+        Some(st) => Err(anyhow::anyhow!(
+            "haproxy exited ({st}): {}",
+            std::fs::read_to_string(dir.join("haproxy.log")).unwrap_or_default()
+        )),
+        None => {
+            let (rss, cpu, _) = sample(child.id(), seconds);
+            Ok((rss, cpu))
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    result
 }
 
 fn config(services: usize) -> String {
@@ -56,25 +131,20 @@ pub fn measure(services: usize, seconds: u64) -> anyhow::Result<DaemonLoad> {
         ns.cmd("nft add chain ip rdtports pre { type nat hook prerouting priority -100 ; }");
         ns.cmd("nft add rule ip rdtports pre tcp dport 10000-10999 redirect to :6379");
     }
-    let d = DaemonProc::start(&t, &config(services));
+    let mut d = DaemonProc::start(&t, &config(services));
     // Let every service settle before measuring.
     std::thread::sleep(Duration::from_secs(2));
-    let pid = d.pid();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc_sysconf(2) } as f64; // _SC_CLK_TCK
-    let (t0, c0) = (Instant::now(), cpu_ticks(pid));
-    let mut rss = 0;
-    for _ in 0..seconds {
-        std::thread::sleep(Duration::from_secs(1));
-        rss = rss.max(rss_kb(pid));
-    }
-    let (elapsed, c1) = (t0.elapsed().as_secs_f64(), cpu_ticks(pid));
+    let (rss_mb, cpu, elapsed) = sample(d.pid(), seconds);
+    d.stop();
+    let (haproxy_rss_mb, haproxy_cpu) = measure_haproxy(&t, services, seconds)?;
     Ok(DaemonLoad {
         services,
         checks_per_second: (services * 2) as f64 / 0.25,
-        rss_mb: rss as f64 / 1024.0,
-        cpu_percent_of_one_core: (c1 - c0) as f64 / hz / elapsed * 100.0,
+        rss_mb,
+        cpu_percent_of_one_core: cpu,
         seconds: elapsed,
+        haproxy_rss_mb,
+        haproxy_cpu_percent_of_one_core: haproxy_cpu,
     })
 }
 
