@@ -84,7 +84,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, AdminError> {
 }
 
 /// Accepts clients until aborted; requests go to `tx`.
-pub async fn serve(listener: UnixListener, tx: mpsc::Sender<Incoming>) {
+pub async fn serve(listener: std::sync::Arc<UnixListener>, tx: mpsc::Sender<Incoming>) {
     let slots = std::sync::Arc::new(Semaphore::new(MAX_CLIENTS));
     loop {
         let stream = match listener.accept().await {

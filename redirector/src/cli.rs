@@ -385,6 +385,30 @@ pub fn format_status(s: &DaemonStatus) -> String {
         .collect::<Vec<_>>()
         .join(" ");
     out += "\n";
+    out += &format_tasks(&s.tasks);
+    out
+}
+
+/// One line when every supervised task runs and none died; else one line
+/// per task that died.
+fn format_tasks(tasks: &[crate::status::TaskStatus]) -> String {
+    let died: Vec<_> = tasks
+        .iter()
+        .filter(|t| !t.running || t.deaths > 0)
+        .collect();
+    if died.is_empty() {
+        return format!("tasks: {} supervised, all running\n", tasks.len());
+    }
+    let mut out = String::from("tasks:\n");
+    for t in died {
+        out += &format!(
+            "  {:<24} {} {} deaths, last: {}\n",
+            t.name,
+            if t.running { "running again," } else { "DOWN," },
+            t.deaths,
+            t.last_error.as_deref().unwrap_or("-")
+        );
+    }
     out
 }
 

@@ -81,6 +81,8 @@ pub struct Metrics {
     pub flow_sweep_seconds: Gauge<f64, AtomicU64>,
     pub metrics_refused: Counter,
     pub ready: AtomicBool,
+    /// The supervised tasks ([`crate::daemon::supervise`]).
+    pub tasks: crate::daemon::supervise::Tasks,
 }
 
 impl Metrics {
@@ -176,7 +178,14 @@ impl Metrics {
             "Connections to this endpoint closed at accept (over the limit) or accepts that failed",
             metrics_refused.clone(),
         );
+        let task_deaths = Family::default();
+        registry.register(
+            "task_deaths",
+            "Deaths (panics, unexpected returns) of supervised tasks, by task",
+            task_deaths.clone(),
+        );
         Arc::new(Self {
+            tasks: crate::daemon::supervise::Tasks::new(task_deaths),
             registry,
             metrics_refused,
             flows,
@@ -263,14 +272,14 @@ pub const LIMITS: Limits = Limits {
 /// `limits`. An accept error (EMFILE, say) is logged and retried after a
 /// growing pause instead of spinning.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: Arc<tokio::net::TcpListener>,
     metrics: Arc<Metrics>,
     writer: crate::daemon::writer::Writer,
     limits: Limits,
 ) {
     let app = Router::new()
         .route("/metrics", get(render))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(ready))
         .with_state((metrics.clone(), writer));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
@@ -330,10 +339,29 @@ async fn render(State((metrics, writer)): State<AppState>) -> impl IntoResponse 
     )
 }
 
-async fn ready(State((metrics, _)): State<AppState>) -> impl IntoResponse {
-    if metrics.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
+/// 200 while every service is being checked: 503 while a service's
+/// tasks are dead and not yet restarted.
+async fn healthz(State((metrics, _)): State<AppState>) -> impl IntoResponse {
+    if metrics.tasks.checking() {
+        (StatusCode::OK, "ok\n")
     } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a service is not being checked\n",
+        )
+    }
+}
+
+/// 200 once started and while every supervised task runs.
+async fn ready(State((metrics, _)): State<AppState>) -> impl IntoResponse {
+    if !metrics.ready.load(Ordering::Relaxed) {
         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    } else if !metrics.tasks.all_running() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "a supervised task is down\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
     }
 }

@@ -17,6 +17,19 @@ pub struct DaemonStatus {
     pub counters: Vec<(String, u64)>,
     /// Open and closing flows against capacity, as of the last sweep.
     pub flows: FlowTableStatus,
+    /// The supervised long-lived tasks: running now, deaths, last error.
+    #[serde(default)]
+    pub tasks: Vec<TaskStatus>,
+}
+
+/// One supervised task (`service:NAME`, `admin`, `metrics`, `writer`,
+/// `flow_sweep`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub name: String,
+    pub running: bool,
+    pub deaths: u64,
+    pub last_error: Option<String>,
 }
 
 /// The flow table as the background sweep last saw it. Counts come from

@@ -44,6 +44,8 @@ pub struct DaemonProc {
     /// Start the daemon in a mount namespace of its own with /sys/fs/bpf
     /// unmounted, as `ip netns exec` leaves it.
     pub private_mounts: bool,
+    /// Extra environment of the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl DaemonProc {
@@ -68,6 +70,18 @@ impl DaemonProc {
         Self::launch(t, config, true)
     }
 
+    /// Like [`start`](Self::start), with `env` added to the daemon's
+    /// environment.
+    pub fn start_with_env(t: &Topology, config: &str, env: &[(&str, &str)]) -> Self {
+        let mut d = Self::prepare(t, config, false);
+        d.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        d.spawn();
+        d
+    }
+
     fn launch(t: &Topology, config: &str, private_mounts: bool) -> Self {
         let mut d = Self::prepare(t, config, private_mounts);
         d.spawn();
@@ -87,6 +101,7 @@ impl DaemonProc {
             dir,
             netns: t.app.name.clone(),
             private_mounts,
+            env: Vec::new(),
         };
         d.write_config(t, config);
         d
@@ -130,6 +145,7 @@ impl DaemonProc {
             .args(["run", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null());
         // SAFETY: only async-signal-safe work between fork and exec: one
         // setns call on an fd that stays open (the caller holds `ns`).

@@ -6,6 +6,7 @@
 pub mod flow_sweeper;
 pub mod probe;
 pub mod service;
+pub mod supervise;
 pub mod writer;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::atomic::Ordering};
@@ -17,7 +18,8 @@ use tokio::{
 };
 
 use self::{
-    service::{History, Msg, Op, ServiceHandle, Shared},
+    service::{History, Msg, Op, Shared},
+    supervise::Supervised,
     writer::Writer,
 };
 use crate::{
@@ -34,7 +36,7 @@ struct Daemon {
     config: Config,
     attachments: Vec<String>,
     shared: Shared,
-    services: BTreeMap<String, ServiceHandle>,
+    services: BTreeMap<String, Supervised>,
 }
 
 fn datapath_options(c: &Config) -> Options {
@@ -120,7 +122,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     };
     for s in &config.services {
         let checkers = crate::health::checkers(s)?;
-        let h = service::start(s.clone(), checkers, &daemon.shared).await;
+        let h = supervise::service(s.clone(), checkers, &daemon.shared).await;
         daemon.services.insert(s.name.clone(), h);
     }
 
@@ -130,19 +132,30 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the metrics endpoint {addr}"))?;
             tracing::info!(%addr, "metrics on /metrics, probes on /healthz and /readyz");
-            Some(tokio::spawn(crate::metrics::serve(
-                l,
-                metrics.clone(),
-                writer.clone(),
-                crate::metrics::LIMITS,
-            )))
+            let l = std::sync::Arc::new(l);
+            let (metrics, writer) = (metrics.clone(), writer.clone());
+            Some(supervise::spawn(
+                metrics.tasks.clone(),
+                "metrics".into(),
+                move || {
+                    crate::metrics::serve(
+                        l.clone(),
+                        metrics.clone(),
+                        writer.clone(),
+                        crate::metrics::LIMITS,
+                    )
+                },
+            ))
         }
         None => None,
     };
     let socket = config.admin.socket.clone();
-    let listener = admin::bind(&socket)?;
+    let listener = std::sync::Arc::new(admin::bind(&socket)?);
     let (admin_tx, mut admin_rx) = mpsc::channel::<admin::Incoming>(64);
-    let admin_task = tokio::spawn(admin::serve(listener, admin_tx));
+    let admin_task = supervise::spawn(metrics.tasks.clone(), "admin".into(), move || {
+        admin::serve(listener.clone(), admin_tx.clone())
+    });
+    let watchers = supervise::watch_threads(&metrics.tasks, &writer, &daemon.flows);
     metrics.ready.store(true, Ordering::Relaxed);
     tracing::info!(socket = %socket.display(), services = daemon.services.len(), "redirector running");
 
@@ -167,6 +180,9 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; the data path stays in place");
     admin_task.abort();
+    for w in watchers {
+        w.abort();
+    }
     if let Some(t) = metrics_task {
         t.abort();
     }
@@ -206,7 +222,7 @@ impl Daemon {
             return Response::err(format!("no service named {service:?}"));
         };
         let (reply, rx) = oneshot::channel();
-        if h.tx.send(Msg::Op { op, reply }).await.is_err() {
+        if h.tx().send(Msg::Op { op, reply }).await.is_err() {
             return Response::err(format!("service {service} is not running"));
         }
         match rx.await {
@@ -223,7 +239,7 @@ impl Daemon {
         let mut services = Vec::new();
         for h in self.services.values() {
             let (reply, rx) = oneshot::channel();
-            if h.tx.send(Msg::Status { reply }).await.is_ok()
+            if h.tx().send(Msg::Status { reply }).await.is_ok()
                 && let Ok(s) = rx.await
             {
                 services.push(s);
@@ -244,6 +260,7 @@ impl Daemon {
             services,
             counters,
             flows,
+            tasks: self.shared.metrics.tasks.list(),
         }
     }
 
@@ -303,7 +320,7 @@ impl Daemon {
                 let checkers = prepared
                     .remove(&s.name)
                     .expect("every service not running was prepared above");
-                let h = service::start(s.clone(), checkers, &self.shared).await;
+                let h = supervise::service(s.clone(), checkers, &self.shared).await;
                 self.services.insert(s.name.clone(), h);
                 changed += 1;
             }

@@ -153,8 +153,36 @@ enum Event {
     Stop,
 }
 
+/// FAULT INJECTION for the end-to-end test of task supervision, in debug
+/// builds only (compiled out of release builds):
+/// `REDIRECTOR_FAULT_INJECTION_PROBE_PANICS=HOST:PORT=N` makes the first
+/// `N` starts of the probe task of member `HOST:PORT` panic.
+#[cfg(debug_assertions)]
+fn fault_injection_probe_panic(host: &str, port: u16) {
+    use std::sync::{
+        OnceLock,
+        atomic::{AtomicU32, Ordering},
+    };
+    static PLAN: OnceLock<Option<(String, AtomicU32)>> = OnceLock::new();
+    let plan = PLAN.get_or_init(|| {
+        let v = std::env::var("REDIRECTOR_FAULT_INJECTION_PROBE_PANICS").ok()?;
+        let (member, n) = v.rsplit_once('=')?;
+        Some((member.to_string(), AtomicU32::new(n.parse().ok()?)))
+    });
+    if let Some((member, left)) = plan
+        && *member == format!("{host}:{port}")
+        && left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        panic!("fault injection: probe task of {member}");
+    }
+}
+
 /// Probes one member until the service task goes away.
 pub async fn run(mut p: ProbeLoop) {
+    #[cfg(debug_assertions)]
+    fault_injection_probe_panic(&p.host, p.port);
     let mut schedule = Schedule::new(
         p.check.interval,
         p.check.fast_interval,

@@ -87,6 +87,19 @@ pub struct ServiceHandle {
     tasks: Vec<JoinHandle<()>>,
 }
 
+impl ServiceHandle {
+    /// Returns when the first of the service's tasks ends (they run until
+    /// aborted, so any end is a death).
+    pub async fn wait(&mut self) -> Result<(), tokio::task::JoinError> {
+        if self.tasks.is_empty() {
+            return std::future::pending().await;
+        }
+        futures_util::future::select_all(self.tasks.iter_mut())
+            .await
+            .0
+    }
+}
+
 impl Drop for ServiceHandle {
     fn drop(&mut self) {
         for t in &self.tasks {
@@ -95,6 +108,7 @@ impl Drop for ServiceHandle {
     }
 }
 
+#[derive(Clone)]
 pub struct Shared {
     pub writer: Writer,
     pub metrics: Arc<Metrics>,

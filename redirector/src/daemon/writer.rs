@@ -96,6 +96,12 @@ impl Writer {
         rx.await.ok().flatten()
     }
 
+    /// Returns when the writer thread is gone (it only ends by dying while
+    /// a handle exists).
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+
     async fn send(&self, cmd: Cmd) {
         if self.tx.send(cmd).await.is_err() {
             tracing::error!("map writer task is gone");

@@ -458,3 +458,70 @@ fn reload_with_an_unreadable_secret_changes_nothing_and_failover_still_happens()
     until_region(&t, "west", BOUND);
     assert_failover_recorded(&d);
 }
+
+/// The status code of a GET on the metrics endpoint, if it answered.
+fn code(t: &Topology, path: &'static str) -> Option<String> {
+    let r = t.app.run(move || get(path)).ok()?;
+    r.split_whitespace().nth(1).map(String::from)
+}
+
+/// West's probe task panics on its first 5 starts (fault injection, a
+/// debug-build-only hook). The supervisor restarts the service after each
+/// death (backoff 100 ms doubling, about 3 s down in all): meanwhile
+/// /healthz and /readyz say 503; afterwards both say 200, status and
+/// /metrics show 5 deaths of `service:cache` running again, and a killed
+/// member is failed over to the restarted probe's member.
+#[test]
+fn a_panicking_probe_task_is_restarted_reported_and_failover_goes_on() {
+    let mut t = Topology::new(true);
+    let d = DaemonProc::start_with_env(
+        &t,
+        &default_config(),
+        &[(
+            "REDIRECTOR_FAULT_INJECTION_PROBE_PANICS",
+            "198.18.2.10:6379=5",
+        )],
+    );
+    let start = Instant::now();
+    let mut saw_down = false;
+    loop {
+        let (h, r) = (code(&t, "/healthz"), code(&t, "/readyz"));
+        let ok = Some("200".to_string());
+        if h.as_deref() == Some("503") && r.as_deref() == Some("503") {
+            saw_down = true;
+        }
+        if saw_down && h == ok && r == ok {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "saw 503 while down: {saw_down}; now /healthz {h:?}, /readyz {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = d.status();
+    let task = s
+        .tasks
+        .iter()
+        .find(|x| x.name == "service:cache")
+        .unwrap_or_else(|| panic!("no service task in {:?}", s.tasks));
+    assert!(task.running, "{task:?}");
+    assert_eq!(task.deaths, 5, "{task:?}");
+    assert!(
+        task.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("fault injection")),
+        "{task:?}"
+    );
+    let text = scrape_metrics(&t);
+    assert!(
+        text.contains("redirector_task_deaths_total{task=\"service:cache\"} 5"),
+        "deaths not counted:\n{text}"
+    );
+    assert!(d.log_text().contains("supervised task died"));
+    d.wait_active("cache", "east", BOUND);
+    t.east.kill_redis();
+    d.wait_active("cache", "west", BOUND);
+    until_region(&t, "west", BOUND);
+    assert_failover_recorded(&d);
+}
