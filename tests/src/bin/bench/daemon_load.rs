@@ -22,7 +22,65 @@ pub struct DaemonLoad {
     /// HAProxy checking the same endpoints with the same timings.
     pub haproxy_rss_mb: f64,
     pub haproxy_cpu_percent_of_one_core: f64,
+    /// The daemon again, while a hostile local load runs: /metrics scraped
+    /// and `status` asked in a loop, and 100 half-open requests held on the
+    /// metrics port (as in tests/src/tests/hostile.rs).
+    pub hostile_rss_mb: f64,
+    pub hostile_cpu_percent_of_one_core: f64,
+    /// Requests the hostile load completed while measured.
+    pub hostile_requests: u64,
 }
+
+/// Runs the hostile load against `d` until `stop`; returns requests done.
+fn hostile_load(
+    t: &Topology,
+    d: &DaemonProc,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<u64>> {
+    use std::{io::Write as _, net::TcpStream, sync::atomic::Ordering};
+    let app = t.app.name.clone();
+    let scraper = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            redirector_tests::netns::enter(&format!("/run/netns/{app}"));
+            let addr = METRICS.parse().expect("literal");
+            let held: Vec<TcpStream> = (0..100)
+                .filter_map(|_| {
+                    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+                    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").ok()?;
+                    Some(s)
+                })
+                .collect();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+                    let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+                }
+                n += 1;
+            }
+            drop(held);
+            n
+        })
+    };
+    let socket = d.socket.clone();
+    let status = std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let _ = std::process::Command::new(redirector_tests::daemon::binary())
+                .arg("--socket")
+                .arg(&socket)
+                .arg("status")
+                .output();
+            n += 1;
+        }
+        n
+    });
+    vec![scraper, status]
+}
+
+const METRICS: &str = "127.0.0.1:9477";
 
 /// One `listen` per service, its two members as servers (the second a
 /// backup, as the failover comparison runs it), each on its own port.
@@ -93,7 +151,7 @@ fn measure_haproxy(t: &Topology, services: usize, seconds: u64) -> anyhow::Resul
 
 fn config(services: usize) -> String {
     let mut c = String::from(
-        "[datapath]\ninterfaces = [\"eth0\"]\npin_path = \"{pin_path}\"\n\n[admin]\nsocket = \"{socket}\"\nmetrics = \"off\"\n",
+        "[datapath]\ninterfaces = [\"eth0\"]\npin_path = \"{pin_path}\"\n\n[admin]\nsocket = \"{socket}\"\nmetrics = \"127.0.0.1:9477\"\n",
     );
     for i in 0..services {
         c += &format!(
@@ -135,6 +193,12 @@ pub fn measure(services: usize, seconds: u64) -> anyhow::Result<DaemonLoad> {
     // Let every service settle before measuring.
     std::thread::sleep(Duration::from_secs(2));
     let (rss_mb, cpu, elapsed) = sample(d.pid(), seconds);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = hostile_load(&t, &d, stop.clone());
+    std::thread::sleep(Duration::from_millis(500));
+    let (hostile_rss_mb, hostile_cpu, _) = sample(d.pid(), seconds);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let hostile_requests = load.into_iter().map(|h| h.join().unwrap_or(0)).sum();
     d.stop();
     let (haproxy_rss_mb, haproxy_cpu) = measure_haproxy(&t, services, seconds)?;
     Ok(DaemonLoad {
@@ -145,6 +209,9 @@ pub fn measure(services: usize, seconds: u64) -> anyhow::Result<DaemonLoad> {
         seconds: elapsed,
         haproxy_rss_mb,
         haproxy_cpu_percent_of_one_core: haproxy_cpu,
+        hostile_rss_mb,
+        hostile_cpu_percent_of_one_core: hostile_cpu,
+        hostile_requests,
     })
 }
 

@@ -301,6 +301,11 @@ fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
         d.rss_mb / d.haproxy_rss_mb.max(0.01),
         verdict(d.rss_mb <= 50.0, r.quick)
     );
+    let _ = writeln!(
+        o,
+        "Under a hostile local load over the same {:.0} s ({} requests: /metrics scraped and `status` asked in a loop, 100 half-open requests held on the metrics port), the daemon used {:.1}% of a core (serving those requests included) and {:.1} MB RSS.\n",
+        d.seconds, d.hostile_requests, d.hostile_cpu_percent_of_one_core, d.hostile_rss_mb
+    );
     let _ = writeln!(o, "## Failover time\n");
     o += &failover::table(&r.failover, r.quick);
     let _ = writeln!(o, "\n![failover times](failover{tag}.svg)\n");
