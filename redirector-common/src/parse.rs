@@ -128,7 +128,7 @@ impl TcpHdr {
 
 /// Whether TCP `flags` are SYN without ACK.
 #[inline(always)]
-const fn is_syn(flags: u8) -> bool {
+pub const fn is_syn(flags: u8) -> bool {
     flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 

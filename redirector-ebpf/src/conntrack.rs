@@ -24,7 +24,7 @@ use redirector_common::{
     Assignment, Endpoint, FLOW_RECOVERED, FLOW_STEERED, FibCache, FlowKey, ReplyTarget, ReverseKey,
     SEEN_JIFFIES, Stat, TrackedFlow,
     flow::{self, End, FIN_FROM_CLIENT, FIN_FROM_MEMBER, FLOW_CLOSING, Step},
-    parse::{TCP_ACK, TCP_RST, TCP_SYN},
+    parse::{TCP_RST, is_syn},
 };
 
 use crate::{
@@ -38,11 +38,6 @@ use crate::{
 pub struct Route {
     pub member: Endpoint,
     pub fib: FibCache,
-}
-
-#[inline(always)]
-const fn is_syn(flags: u8) -> bool {
-    flags & (TCP_SYN | TCP_ACK) == TCP_SYN
 }
 
 /// The route of this packet of `flow` (TCP `flags`), keeping the flow's

@@ -127,17 +127,12 @@ impl FlowTable {
     pub fn sweep(&mut self, now: u32, lifetimes: Lifetimes) -> Result<Sweep, DatapathError> {
         let mut out = Sweep::default();
         let mut expired = Vec::new();
-        let mut live = HashSet::new();
         for item in self.conntrack.iter() {
             let (key, flow) = match item {
                 Ok(kv) => kv,
                 // Removed by the data path while we walked.
                 Err(MapError::KeyNotFound) => continue,
                 Err(e) => return Err(map_err(CONNTRACK)(e)),
-            };
-            let reply = ReverseKey {
-                member: flow.assignment.member,
-                client: key.client,
             };
             match verdict(&flow, now, lifetimes) {
                 Verdict::Open => out.open += 1,
@@ -148,11 +143,13 @@ impl FlowTable {
                     } else {
                         out.removed_idle += 1;
                     }
+                    let reply = ReverseKey {
+                        member: flow.assignment.member,
+                        client: key.client,
+                    };
                     expired.push((key, reply));
-                    continue;
                 }
             }
-            live.insert((reply, key.vip));
         }
         for (key, reply) in &expired {
             gone(self.conntrack.remove(key), CONNTRACK)?;
@@ -165,10 +162,18 @@ impl FlowTable {
                 Err(MapError::KeyNotFound) => continue,
                 Err(e) => return Err(map_err(REVERSE_NAT)(e)),
             };
-            if live.contains(&(key, target.vip)) {
-                out.replies += 1;
-            } else if expired.iter().all(|(_, r)| *r != key) {
-                orphans.insert(key);
+            // Its flow, looked up rather than remembered from the walk
+            // above: a set of every flow would cost ~100 bytes a flow.
+            let flow = FlowKey {
+                client: key.client,
+                vip: target.vip,
+            };
+            match self.conntrack.get(&flow, 0) {
+                Ok(f) if f.assignment.member == key.member => out.replies += 1,
+                Ok(_) | Err(MapError::KeyNotFound) => {
+                    orphans.insert(key);
+                }
+                Err(e) => return Err(map_err(CONNTRACK)(e)),
             }
         }
         for key in orphans.intersection(&self.orphans) {
