@@ -8,8 +8,9 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
-    admin, config,
-    status::{DaemonStatus, FlipRecord, FlowTableStatus, Request, Response},
+    admin::{self, Request, Response},
+    config,
+    status::{DaemonStatus, FlipRecord, FlowTableStatus},
 };
 
 const DEFAULT_CONFIG: &str = "/etc/redirector/redirector.toml";
@@ -283,7 +284,7 @@ async fn check_once(c: &config::Config) -> anyhow::Result<bool> {
         for m in &s.members {
             let mut checker =
                 crate::health::build(&s.check).with_context(|| format!("service {}", s.name))?;
-            let addr = crate::daemon::service::resolve(&m.host, m.port, s.vip.is_ipv4()).await;
+            let addr = crate::resolve::resolve(&m.host, m.port, s.vip.is_ipv4()).await;
             let line = match addr {
                 None => {
                     all_ok = false;

@@ -16,4 +16,5 @@ pub mod health;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod resolve;
 pub mod status;

@@ -1,11 +1,11 @@
 //! Prometheus metrics (text format), served with /healthz and /readyz on
-//! the `admin.metrics` address.
+//! the `admin.metrics` address. The daemon updates the registry; what the
+//! endpoint must ask at request time (data-path counters, task health) it
+//! asks through [`Source`], so this module knows nothing of the daemon.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    future::Future,
+    sync::{Arc, atomic::AtomicU64},
     time::Duration,
 };
 
@@ -20,6 +20,16 @@ use prometheus_client::{
     },
     registry::Registry,
 };
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapOpLabels {
+    pub op: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MemberLabels {
@@ -80,9 +90,10 @@ pub struct Metrics {
     pub flow_sweep_errors: Counter,
     pub flow_sweep_seconds: Gauge<f64, AtomicU64>,
     pub metrics_refused: Counter,
-    pub ready: AtomicBool,
-    /// The supervised tasks ([`crate::daemon::supervise`]).
-    pub tasks: crate::daemon::supervise::Tasks,
+    /// Deaths of the daemon's supervised tasks, by task.
+    pub task_deaths: Family<TaskLabels, Counter>,
+    /// Failed map operations of the map writer, by operation.
+    pub map_errors: Family<MapOpLabels, Counter>,
 }
 
 impl Metrics {
@@ -184,8 +195,15 @@ impl Metrics {
             "Deaths (panics, unexpected returns) of supervised tasks, by task",
             task_deaths.clone(),
         );
+        let map_errors = Family::default();
+        registry.register(
+            "map_errors",
+            "Map operations of the map writer that failed (the data path keeps its previous state), by operation",
+            map_errors.clone(),
+        );
         Arc::new(Self {
-            tasks: crate::daemon::supervise::Tasks::new(task_deaths),
+            task_deaths,
+            map_errors,
             registry,
             metrics_refused,
             flows,
@@ -200,7 +218,6 @@ impl Metrics {
             check_seconds,
             detection_to_write_seconds,
             datapath,
-            ready: AtomicBool::new(false),
         })
     }
 
@@ -271,17 +288,17 @@ pub const LIMITS: Limits = Limits {
 /// Serves /metrics, /healthz and /readyz until the task is aborted, within
 /// `limits`. An accept error (EMFILE, say) is logged and retried after a
 /// growing pause instead of spinning.
-pub async fn serve(
+pub async fn serve<S: Source>(
     listener: Arc<tokio::net::TcpListener>,
     metrics: Arc<Metrics>,
-    writer: crate::daemon::writer::Writer,
+    source: Arc<S>,
     limits: Limits,
 ) {
     let app = Router::new()
-        .route("/metrics", get(render))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(ready))
-        .with_state((metrics.clone(), writer));
+        .route("/metrics", get(render::<S>))
+        .route("/healthz", get(healthz::<S>))
+        .route("/readyz", get(ready::<S>))
+        .with_state((metrics.clone(), source));
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.connections));
     let mut pause = Duration::from_millis(10);
     loop {
@@ -317,15 +334,28 @@ pub async fn serve(
     }
 }
 
-type AppState = (Arc<Metrics>, crate::daemon::writer::Writer);
+/// What the endpoint asks the daemon at request time.
+pub trait Source: Send + Sync + 'static {
+    /// The data path's counters by name; `None` when they cannot be read
+    /// (the scrape then shows the last values read).
+    fn datapath_counters(&self) -> impl Future<Output = Option<Vec<(&'static str, u64)>>> + Send;
+    /// Whether every service is being checked and its decisions reach the
+    /// data path (/healthz).
+    fn checking(&self) -> bool;
+    /// Whether the daemon has started and every supervised task runs
+    /// (/readyz); `Err` says why not.
+    fn ready(&self) -> Result<(), &'static str>;
+}
 
-async fn render(State((metrics, writer)): State<AppState>) -> impl IntoResponse {
-    if let Some(stats) = writer.stats().await {
-        for (stat, v) in stats.iter() {
+type AppState<S> = (Arc<Metrics>, Arc<S>);
+
+async fn render<S: Source>(State((metrics, source)): State<AppState<S>>) -> impl IntoResponse {
+    if let Some(counters) = source.datapath_counters().await {
+        for (counter, v) in counters {
             metrics
                 .datapath
                 .get_or_create(&CounterLabels {
-                    counter: stat.as_str().into(),
+                    counter: counter.into(),
                 })
                 .set(v);
         }
@@ -341,8 +371,8 @@ async fn render(State((metrics, writer)): State<AppState>) -> impl IntoResponse 
 
 /// 200 while every service is being checked: 503 while a service's
 /// tasks are dead and not yet restarted.
-async fn healthz(State((metrics, _)): State<AppState>) -> impl IntoResponse {
-    if metrics.tasks.checking() {
+async fn healthz<S: Source>(State((_, source)): State<AppState<S>>) -> impl IntoResponse {
+    if source.checking() {
         (StatusCode::OK, "ok\n")
     } else {
         (
@@ -353,15 +383,9 @@ async fn healthz(State((metrics, _)): State<AppState>) -> impl IntoResponse {
 }
 
 /// 200 once started and while every supervised task runs.
-async fn ready(State((metrics, _)): State<AppState>) -> impl IntoResponse {
-    if !metrics.ready.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
-    } else if !metrics.tasks.all_running() {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "a supervised task is down\n",
-        )
-    } else {
-        (StatusCode::OK, "ready\n")
+async fn ready<S: Source>(State((_, source)): State<AppState<S>>) -> impl IntoResponse {
+    match source.ready() {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }

@@ -3,13 +3,23 @@
 //! reloads on SIGHUP. SIGTERM stops the daemon and leaves the data path in
 //! place: traffic keeps flowing on the last decision.
 
+mod endpoint_source;
 pub mod flow_sweeper;
+pub mod map_store;
 pub mod probe;
 pub mod service;
 pub mod supervise;
+pub mod tasks;
 pub mod writer;
 
-use std::{collections::BTreeMap, path::PathBuf, sync::atomic::Ordering};
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
 
 use anyhow::Context as _;
 use tokio::{
@@ -18,16 +28,19 @@ use tokio::{
 };
 
 use self::{
+    endpoint_source::EndpointSource,
     service::{History, Msg, Op, Shared},
     supervise::Supervised,
+    tasks::{Task, Tasks},
     writer::Writer,
 };
 use crate::{
-    admin, config,
+    admin::{self, Request, Response},
+    config,
     config::Config,
     datapath::{Datapath, Options},
     metrics::Metrics,
-    status::{DaemonStatus, Request, Response},
+    status::DaemonStatus,
 };
 
 struct Daemon {
@@ -104,14 +117,22 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dp = load_datapath(&config)?;
     let attachments = describe(&dp);
-    let writer = Writer::spawn(dp.maps).context("starting the map writer thread")?;
     let metrics = Metrics::new();
+    let writer = Writer::spawn(dp.maps, metrics.map_errors.clone())
+        .context("starting the map writer thread")?;
     let flows = flow_sweeper::spawn(&config.datapath, metrics.clone());
+    let tasks = Tasks::new(metrics.task_deaths.clone());
     let shared = Shared {
         writer: writer.clone(),
         metrics: metrics.clone(),
         history: History::default(),
+        tasks: tasks.clone(),
     };
+    let endpoint = Arc::new(EndpointSource {
+        writer: writer.clone(),
+        tasks: tasks.clone(),
+        started: AtomicBool::new(false),
+    });
     let mut daemon = Daemon {
         config_path,
         flows,
@@ -132,31 +153,27 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the metrics endpoint {addr}"))?;
             tracing::info!(%addr, "metrics on /metrics, probes on /healthz and /readyz");
-            let l = std::sync::Arc::new(l);
-            let (metrics, writer) = (metrics.clone(), writer.clone());
-            Some(supervise::spawn(
-                metrics.tasks.clone(),
-                "metrics".into(),
-                move || {
-                    crate::metrics::serve(
-                        l.clone(),
-                        metrics.clone(),
-                        writer.clone(),
-                        crate::metrics::LIMITS,
-                    )
-                },
-            ))
+            let l = Arc::new(l);
+            let (metrics, endpoint) = (metrics.clone(), endpoint.clone());
+            Some(supervise::spawn(tasks.clone(), Task::Metrics, move || {
+                crate::metrics::serve(
+                    l.clone(),
+                    metrics.clone(),
+                    endpoint.clone(),
+                    crate::metrics::LIMITS,
+                )
+            }))
         }
         None => None,
     };
     let socket = config.admin.socket.clone();
-    let listener = std::sync::Arc::new(admin::bind(&socket)?);
+    let listener = Arc::new(admin::bind(&socket)?);
     let (admin_tx, mut admin_rx) = mpsc::channel::<admin::Incoming>(64);
-    let admin_task = supervise::spawn(metrics.tasks.clone(), "admin".into(), move || {
+    let admin_task = supervise::spawn(tasks.clone(), Task::Admin, move || {
         admin::serve(listener.clone(), admin_tx.clone())
     });
-    let watchers = supervise::watch_threads(&metrics.tasks, &writer, &daemon.flows);
-    metrics.ready.store(true, Ordering::Relaxed);
+    let watchers = supervise::watch_threads(&tasks, &writer, &daemon.flows);
+    endpoint.started.store(true, Ordering::Relaxed);
     tracing::info!(socket = %socket.display(), services = daemon.services.len(), "redirector running");
 
     let mut term = signal(SignalKind::terminate())?;
@@ -260,7 +277,7 @@ impl Daemon {
             services,
             counters,
             flows,
-            tasks: self.shared.metrics.tasks.list(),
+            tasks: self.shared.tasks.list(),
         }
     }
 

@@ -30,11 +30,11 @@ use std::{
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use tokio::sync::{mpsc, watch};
 
-use super::service::{Msg, resolve};
 use crate::{
     config,
     decide::later,
     health::{self, Checker, Outcome},
+    resolve::resolve,
 };
 
 /// How often DNS member names are resolved again.
@@ -130,7 +130,22 @@ impl Schedule {
 }
 
 /// Everything the probe task of one member needs.
-pub struct ProbeLoop {
+/// One probe's result, as the probe loop reports it to its service.
+#[derive(Debug)]
+pub struct Report {
+    /// The member's index in the service's config.
+    pub member: usize,
+    pub outcome: Outcome,
+    /// The address probed (`None`: the name did not resolve).
+    pub addr: Option<SocketAddr>,
+    /// When the probe was sent.
+    pub at: Instant,
+}
+
+/// What the probe loop of one member needs; `M` is the service's message
+/// type, which a [`Report`] converts into (the service depends on this
+/// module, not the other way round).
+pub struct ProbeLoop<M> {
     pub member: usize,
     pub host: Arc<str>,
     pub port: u16,
@@ -140,7 +155,7 @@ pub struct ProbeLoop {
     pub checker: Box<dyn Checker>,
     /// Whether the service still has a result of this member to confirm.
     pub confirming: watch::Receiver<bool>,
-    pub tx: mpsc::Sender<Msg>,
+    pub tx: mpsc::Sender<M>,
 }
 
 type Probe = Pin<Box<dyn Future<Output = (Box<dyn Checker>, Instant, Outcome)> + Send>>;
@@ -180,7 +195,7 @@ fn fault_injection_probe_panic(host: &str, port: u16) {
 }
 
 /// Probes one member until the service task goes away.
-pub async fn run(mut p: ProbeLoop) {
+pub async fn run<M: From<Report> + Send>(mut p: ProbeLoop<M>) {
     #[cfg(debug_assertions)]
     fault_injection_probe_panic(&p.host, p.port);
     let mut schedule = Schedule::new(
@@ -256,13 +271,13 @@ pub async fn run(mut p: ProbeLoop) {
                 idle.push(checker);
                 let healthy = outcome.healthy;
                 let latency = outcome.latency;
-                let msg = Msg::Check {
+                let report = Report {
                     member: p.member,
                     outcome,
                     addr: p.addr,
                     at: started,
                 };
-                if p.tx.send(msg).await.is_err() {
+                if p.tx.send(report.into()).await.is_err() {
                     return;
                 }
                 schedule.finished(started, healthy, latency, *p.confirming.borrow());

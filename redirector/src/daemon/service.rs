@@ -17,7 +17,8 @@ use tokio::{
 };
 
 use super::{
-    probe::{self, ProbeLoop},
+    probe::{self, ProbeLoop, Report},
+    tasks::Tasks,
     writer::Writer,
 };
 use crate::{
@@ -25,6 +26,7 @@ use crate::{
     decide::{Flip, Health, Policy, ServiceMachine, later},
     health::{self, Outcome},
     metrics::{FlipLabels, Metrics, ServiceLabels},
+    resolve::resolve,
     status::{CheckStatus, FlipRecord, MemberStatus, ServiceStatus, unix_ms},
 };
 
@@ -64,12 +66,8 @@ pub enum Op {
 }
 
 pub enum Msg {
-    Check {
-        member: usize,
-        outcome: Outcome,
-        addr: Option<SocketAddr>,
-        at: Instant,
-    },
+    /// A probe's result.
+    Check(Report),
     Op {
         op: Op,
         reply: oneshot::Sender<Result<String, String>>,
@@ -77,6 +75,12 @@ pub enum Msg {
     Status {
         reply: oneshot::Sender<ServiceStatus>,
     },
+}
+
+impl From<Report> for Msg {
+    fn from(r: Report) -> Self {
+        Msg::Check(r)
+    }
 }
 
 /// A running service; dropping it stops its tasks (the map keeps the
@@ -113,22 +117,7 @@ pub struct Shared {
     pub writer: Writer,
     pub metrics: Arc<Metrics>,
     pub history: History,
-}
-
-/// Resolves `host:port` (IP literal or DNS name), first address wins.
-pub async fn resolve(host: &str, port: u16, vip_v4: bool) -> Option<SocketAddr> {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Some(SocketAddr::new(ip, port));
-    }
-    let addrs = tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::net::lookup_host((host, port)),
-    )
-    .await
-    .ok()?
-    .ok()?;
-    // The data path cannot translate across families.
-    addrs.into_iter().find(|a| a.is_ipv4() == vip_v4)
+    pub tasks: Tasks,
 }
 
 /// Starts `cfg` with its members' `checkers` (from [`health::checkers`],
@@ -164,12 +153,28 @@ pub async fn start(
                 .collect(),
         )
         .await;
-    let current = shared.writer.active(vip).await;
-    let adopted = current.and_then(|c| {
-        resolved
-            .iter()
-            .position(|r| r.map(Endpoint::from) == Some(c))
-    });
+    // An unreadable entry is not an empty one: writing the preferred
+    // member blind could move every new connection off a member a previous
+    // daemon failed over to. The entry stays as it is until a member is
+    // confirmed Up (the writer has logged and counted the error).
+    let (adopted, hold_until_up) = match shared.writer.active(vip).await {
+        Ok(current) => (
+            current.and_then(|c| {
+                resolved
+                    .iter()
+                    .position(|r| r.map(Endpoint::from) == Some(c))
+            }),
+            false,
+        ),
+        Err(e) => {
+            tracing::error!(
+                service = cfg.name,
+                error = %e,
+                "cannot read the active member from the data path; it stays as it is until a member is confirmed up"
+            );
+            (None, true)
+        }
+    };
     if let Some(i) = adopted {
         tracing::info!(
             service = cfg.name,
@@ -223,12 +228,9 @@ pub async fn start(
             .map(|m| MemberMetrics::new(&shared.metrics, &cfg.name, &m.name))
             .collect(),
         transition,
-        shared: Shared {
-            writer: shared.writer.clone(),
-            metrics: shared.metrics.clone(),
-            history: shared.history.clone(),
-        },
+        shared: shared.clone(),
         sent_down: None,
+        hold_until_up,
     };
     tasks.push(tokio::spawn(task.run(rx)));
     ServiceHandle {
@@ -268,6 +270,9 @@ struct ServiceTask {
     transition: Vec<watch::Sender<bool>>,
     shared: Shared,
     sent_down: Option<BTreeMap<Endpoint, u32>>,
+    /// The data path's active member could not be read at start: write
+    /// nothing until the member chosen is confirmed Up.
+    hold_until_up: bool,
 }
 
 impl ServiceTask {
@@ -289,7 +294,7 @@ impl ServiceTask {
             let changed = tokio::select! {
                 msg = rx.recv() => match msg {
                     None => return,
-                    Some(Msg::Check { member, outcome, addr, at }) => self.on_check(member, outcome, addr, at).await,
+                    Some(Msg::Check(Report { member, outcome, addr, at })) => self.on_check(member, outcome, addr, at).await,
                     Some(Msg::Op { op, reply }) => {
                         let r = self.on_op(op).await;
                         let _ = reply.send(r);
@@ -347,7 +352,7 @@ impl ServiceTask {
             {
                 tracing::error!(
                     service = self.cfg.name,
-                    error = e,
+                    error = %e,
                     "updating the active member's address failed"
                 );
             }
@@ -413,6 +418,14 @@ impl ServiceTask {
 
     async fn apply(&mut self, flip: Option<Flip>) {
         let Some(f) = flip else { return };
+        if self.hold_until_up {
+            if self.machine.members[f.to].health != Health::Up {
+                // Not written: the machine goes on knowing no active member.
+                self.machine.active = f.from;
+                return;
+            }
+            self.hold_until_up = false;
+        }
         let to = &self.cfg.members[f.to];
         let Some(addr) = self.resolved[f.to] else {
             tracing::error!(
@@ -425,7 +438,7 @@ impl ServiceTask {
         let written = match self.shared.writer.set_active(self.vip, addr.into()).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(service = self.cfg.name, error = e, "map write failed");
+                tracing::error!(service = self.cfg.name, error = %e, "map write failed");
                 return;
             }
         };
@@ -533,5 +546,124 @@ impl ServiceTask {
                 })
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        future::Future,
+        pin::Pin,
+        sync::atomic::{AtomicBool, Ordering},
+    };
+
+    use prometheus_client::metrics::family::Family;
+
+    use super::*;
+    use crate::daemon::map_store::fake::{FakeMaps, Op};
+
+    const CONFIG: &str = r#"
+[datapath]
+interfaces = ["lo"]
+
+[[services]]
+name = "svc"
+vip = "198.18.0.100:6379"
+failback_delay = "0s"
+
+[services.check]
+kind = "tcp"
+interval = "20ms"
+fast_interval = "10ms"
+timeout = "20ms"
+rise = 2
+fall = 2
+
+[[services.members]]
+name = "east"
+addr = "198.18.1.10:6379"
+priority = 1
+
+[[services.members]]
+name = "west"
+addr = "198.18.2.10:6379"
+priority = 2
+"#;
+
+    /// Answers at once: unhealthy until `up` is set.
+    struct Switch(Arc<AtomicBool>);
+
+    impl health::Checker for Switch {
+        fn check<'a>(
+            &'a mut self,
+            _: SocketAddr,
+            _: &'a str,
+        ) -> Pin<Box<dyn Future<Output = Outcome> + Send + 'a>> {
+            let healthy = self.0.load(Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Outcome {
+                    healthy,
+                    latency: Duration::from_millis(2),
+                    error: (!healthy).then(|| "refused".into()),
+                    code: None,
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_active_entry_is_not_overwritten_until_a_member_is_confirmed_up() {
+        let cfg = config::parse(CONFIG, std::path::Path::new("test.toml"))
+            .unwrap()
+            .services
+            .remove(0);
+        let maps = FakeMaps::default();
+        let metrics = Metrics::new();
+        let shared = Shared {
+            writer: Writer::spawn(maps.clone(), metrics.map_errors.clone()).unwrap(),
+            metrics: metrics.clone(),
+            history: History::default(),
+            tasks: Tasks::new(Family::default()),
+        };
+        // A previous daemon failed over to west; the entry cannot be read
+        // when this one starts.
+        let vip = Endpoint::from(cfg.vip);
+        let west = Endpoint::from("198.18.2.10:6379".parse::<SocketAddr>().unwrap());
+        maps.state().services.insert(vip, west);
+        maps.fail(Op::Active, 1);
+        let up = Arc::new(AtomicBool::new(false));
+        let checkers: Vec<Box<dyn health::Checker>> =
+            vec![Box::new(Switch(up.clone())), Box::new(Switch(up.clone()))];
+        let _service = start(cfg, checkers, &shared).await;
+
+        // Both members fail their checks for a while: nothing is written.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            maps.state().writes,
+            [],
+            "the data path's member was overwritten blind"
+        );
+        assert_eq!(
+            metrics
+                .map_errors
+                .get_or_create(&crate::metrics::MapOpLabels {
+                    op: "read_active".into()
+                })
+                .get(),
+            1,
+            "the read error is counted"
+        );
+
+        // The members answer: the preferred one, confirmed Up, is written.
+        up.store(true, Ordering::SeqCst);
+        let east = Endpoint::from("198.18.1.10:6379".parse::<SocketAddr>().unwrap());
+        for _ in 0..200 {
+            if !maps.state().writes.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(maps.state().writes.first(), Some(&(vip, east)));
     }
 }

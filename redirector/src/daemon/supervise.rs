@@ -14,20 +14,18 @@
 //! way.
 
 use std::{
-    collections::BTreeMap,
     future::Future,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use prometheus_client::{
-    encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family},
-};
 use tokio::{sync::mpsc, task::JoinHandle};
 
-use super::service::{self, Msg, Shared};
-use crate::{config, status::TaskStatus};
+use super::{
+    service::{self, Msg, Shared},
+    tasks::{Task, Tasks},
+};
+use crate::config;
 
 pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -61,103 +59,6 @@ impl Backoff {
     }
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskLabels {
-    pub task: String,
-}
-
-#[derive(Clone, Debug, Default)]
-struct Entry {
-    running: bool,
-    deaths: u64,
-    last_error: Option<String>,
-    /// A service (while it is down its members are not checked) or the map
-    /// writer (while it is down no decision reaches the data path).
-    checks: bool,
-}
-
-/// Which supervised tasks run, and how often each died. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Tasks {
-    entries: Arc<Mutex<BTreeMap<String, Entry>>>,
-    deaths: Family<TaskLabels, Counter>,
-}
-
-/// The name under which service `name` is supervised.
-pub fn service_task(name: &str) -> String {
-    format!("service:{name}")
-}
-
-/// Whether failover stops while `task` is down.
-fn fails_over(task: &str) -> bool {
-    task.starts_with("service:") || task == "writer"
-}
-
-impl Tasks {
-    pub fn new(deaths: Family<TaskLabels, Counter>) -> Self {
-        Self {
-            entries: Arc::default(),
-            deaths,
-        }
-    }
-
-    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> R) -> R {
-        f(&mut self.entries.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    /// `task` runs (first start or restart).
-    pub fn running(&self, task: &str) {
-        self.with(|m| {
-            let e = m.entry(task.into()).or_default();
-            e.running = true;
-            e.checks = fails_over(task);
-        });
-    }
-
-    /// `task` died with `error`: logged, counted, not running.
-    pub fn died(&self, task: &str, error: &str) {
-        tracing::error!(task, error, "supervised task died");
-        self.deaths
-            .get_or_create(&TaskLabels { task: task.into() })
-            .inc();
-        self.with(|m| {
-            let e = m.entry(task.into()).or_default();
-            e.running = false;
-            e.deaths += 1;
-            e.last_error = Some(error.into());
-            e.checks = fails_over(task);
-        });
-    }
-
-    /// A stopped service (reload) is no longer supervised.
-    pub fn remove(&self, task: &str) {
-        self.with(|m| m.remove(task));
-    }
-
-    /// Every supervised task runs.
-    pub fn all_running(&self) -> bool {
-        self.with(|m| m.values().all(|e| e.running))
-    }
-
-    /// Every service is being checked and its decisions written.
-    pub fn checking(&self) -> bool {
-        self.with(|m| m.values().all(|e| e.running || !e.checks))
-    }
-
-    pub fn list(&self) -> Vec<TaskStatus> {
-        self.with(|m| {
-            m.iter()
-                .map(|(name, e)| TaskStatus {
-                    name: name.clone(),
-                    running: e.running,
-                    deaths: e.deaths,
-                    last_error: e.last_error.clone(),
-                })
-                .collect()
-        })
-    }
-}
-
 fn death_text(r: Result<(), tokio::task::JoinError>) -> String {
     match r {
         Ok(()) => "returned".into(),
@@ -177,20 +78,20 @@ fn death_text(r: Result<(), tokio::task::JoinError>) -> String {
 /// Runs `make()` as task `name` forever: each death is reported and the
 /// task started again after the backoff. Abort the returned handle to
 /// stop it.
-pub fn spawn<F, Fut>(tasks: Tasks, name: String, mut make: F) -> JoinHandle<()>
+pub fn spawn<F, Fut>(tasks: Tasks, task: Task, mut make: F) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    tasks.running(&name);
+    tasks.running(&task);
     tokio::spawn(async move {
         let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
             let r = Child(tokio::spawn(make())).wait().await;
-            tasks.died(&name, &death_text(r));
+            tasks.died(&task, &death_text(r));
             tokio::time::sleep(backoff.after(started.elapsed())).await;
-            tasks.running(&name);
+            tasks.running(&task);
         }
     })
 }
@@ -228,7 +129,7 @@ impl Supervised {
 impl Drop for Supervised {
     fn drop(&mut self) {
         self.task.abort();
-        self.tasks.remove(&service_task(&self.config.name));
+        self.tasks.remove(&Task::Service(self.config.name.clone()));
     }
 }
 
@@ -241,8 +142,8 @@ pub async fn service(
     checkers: Vec<Box<dyn crate::health::Checker>>,
     shared: &Shared,
 ) -> Supervised {
-    let tasks = shared.metrics.tasks.clone();
-    let name = service_task(&cfg.name);
+    let tasks = shared.tasks.clone();
+    let name = Task::Service(cfg.name.clone());
     let mut handle = service::start(cfg.clone(), checkers, shared).await;
     tasks.running(&name);
     let tx = Arc::new(Mutex::new(handle.tx.clone()));
@@ -303,14 +204,14 @@ pub fn watch_threads(
     writer: &super::writer::Writer,
     flows: &super::flow_sweeper::FlowSweep,
 ) -> [JoinHandle<()>; 2] {
-    tasks.running("writer");
-    tasks.running("flow_sweep");
+    tasks.running(&Task::Writer);
+    tasks.running(&Task::FlowSweep);
     let w = tokio::spawn({
         let (tasks, writer) = (tasks.clone(), writer.clone());
         async move {
             writer.closed().await;
             tasks.died(
-                "writer",
+                &Task::Writer,
                 "the map writer thread exited: decisions no longer reach the data path; restart the daemon",
             );
         }
@@ -320,7 +221,7 @@ pub fn watch_threads(
         async move {
             while status.changed().await.is_ok() {}
             tasks.died(
-                "flow_sweep",
+                &Task::FlowSweep,
                 "the flow sweep thread exited: idle and closed flows are only removed by the LRU; restart the daemon",
             );
         }
@@ -342,44 +243,12 @@ mod tests {
         assert_eq!(b.after(short), FIRST_BACKOFF * 2);
     }
 
-    #[test]
-    fn a_dead_task_is_not_ready_and_a_dead_service_is_not_checking() {
-        let t = Tasks::default();
-        t.running("admin");
-        t.running("service:a");
-        assert!(t.all_running() && t.checking());
-        t.died("admin", "panicked: x");
-        assert!(!t.all_running());
-        assert!(t.checking(), "admin down: services are still checked");
-        t.running("admin");
-        t.died("service:a", "returned");
-        assert!(!t.all_running() && !t.checking());
-        let l = t.list();
-        let a = l.iter().find(|s| s.name == "service:a").unwrap();
-        assert_eq!((a.running, a.deaths), (false, 1));
-        assert_eq!(a.last_error.as_deref(), Some("returned"));
-        t.running("service:a");
-        assert!(t.all_running() && t.checking());
-        t.died("service:a", "again");
-        t.remove("service:a");
-        assert!(t.all_running() && t.checking(), "a removed service is gone");
-        t.running("writer");
-        t.died("writer", "exited");
-        assert!(!t.checking(), "no decision reaches the data path");
-        let deaths = |task: &str| {
-            t.deaths
-                .get_or_create(&TaskLabels { task: task.into() })
-                .get()
-        };
-        assert_eq!((deaths("admin"), deaths("service:a")), (1, 2));
-    }
-
     #[tokio::test]
     async fn a_panicking_task_is_restarted_counted_and_reported() {
         let t = Tasks::default();
         let runs = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (ok_tx, mut ok_rx) = mpsc::channel::<()>(1);
-        let h = spawn(t.clone(), "probe".into(), {
+        let h = spawn(t.clone(), Task::Metrics, {
             let runs = runs.clone();
             move || {
                 let n = runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -523,7 +523,7 @@ fn admin_socket_refuses_a_peer_that_is_not_root() {
         assert_eq!(rc, 0);
         redirector::admin::request(
             &socket,
-            &redirector::status::Request::Switchover {
+            &redirector::admin::Request::Switchover {
                 service: "cache".into(),
                 member: "west".into(),
             },

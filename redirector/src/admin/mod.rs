@@ -22,7 +22,9 @@ use tokio::{
     sync::{Semaphore, mpsc, oneshot},
 };
 
-use crate::status::{Request, Response};
+pub mod proto;
+
+pub use proto::{Request, Response};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
