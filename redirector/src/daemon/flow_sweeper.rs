@@ -105,8 +105,8 @@ impl Sweeper {
             };
             let result = clock
                 .now()
-                .map_err(|e| e.to_string())
-                .and_then(|now| table.sweep(now, lifetimes).map_err(|e| e.to_string()));
+                .map_err(SweepError::Clock)
+                .and_then(|now| table.sweep(now, lifetimes).map_err(SweepError::Map));
             match result {
                 Ok(sweep) => {
                     let capacity = u64::from(table.capacity());
@@ -121,9 +121,9 @@ impl Sweeper {
         }
     }
 
-    fn open(&self) -> Result<(FlowTable, Jiffies), String> {
-        let table = FlowTable::open(&self.pin_path).map_err(|e| e.to_string())?;
-        let clock = Jiffies::calibrate(Duration::from_millis(100)).map_err(|e| e.to_string())?;
+    fn open(&self) -> Result<(FlowTable, Jiffies), SweepError> {
+        let table = FlowTable::open(&self.pin_path).map_err(SweepError::Map)?;
+        let clock = Jiffies::calibrate(Duration::from_millis(100)).map_err(SweepError::Clock)?;
         tracing::info!(
             hz = clock.hz(),
             capacity = table.capacity(),
@@ -132,7 +132,8 @@ impl Sweeper {
         Ok((table, clock))
     }
 
-    fn fail(&self, e: String) {
+    fn fail(&self, e: SweepError) {
+        let e = crate::error_chain::error_chain(&e);
         tracing::error!(error = %e, "flow sweep failed; flows whose end the data path did not see stay until it works");
         self.metrics.flow_sweep_errors.inc();
         self.tx.send_modify(|s| s.error = Some(e));
@@ -170,6 +171,17 @@ impl Sweeper {
         self.metrics.flow_table(&status, &sweep);
         self.tx.send_replace(status);
     }
+}
+
+/// Why a sweep could not run; the next one tries again.
+#[derive(Debug, thiserror::Error)]
+enum SweepError {
+    /// The kernel's jiffies clock could not be read or calibrated.
+    #[error(transparent)]
+    Clock(crate::datapath::clock::ClockError),
+    /// The flow maps could not be opened or walked.
+    #[error(transparent)]
+    Map(crate::datapath::DatapathError),
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! place: traffic keeps flowing on the last decision.
 
 mod endpoint_source;
+pub mod error;
 pub mod flow_sweeper;
 pub mod map_store;
 pub mod probe;
@@ -29,6 +30,7 @@ use tokio::{
 
 use self::{
     endpoint_source::EndpointSource,
+    error::DaemonError,
     service::{History, Msg, Op, Shared},
     supervise::Supervised,
     tasks::{Task, Tasks},
@@ -39,6 +41,7 @@ use crate::{
     config,
     config::Config,
     datapath::{Datapath, Options},
+    error_chain::error_chain,
     metrics::Metrics,
     status::DaemonStatus,
 };
@@ -61,8 +64,8 @@ fn datapath_options(c: &Config) -> Options {
     }
 }
 
-fn load_datapath(c: &Config) -> anyhow::Result<Datapath> {
-    let dp = Datapath::load(&datapath_options(c)).context("loading the data path")?;
+fn load_datapath(c: &Config) -> Result<Datapath, crate::datapath::DatapathError> {
+    let dp = Datapath::load(&datapath_options(c))?;
     for a in &dp.attachments {
         tracing::info!(
             interface = a.interface,
@@ -115,7 +118,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let dp = load_datapath(&config)?;
+    let dp = load_datapath(&config).context("loading the data path")?;
     let attachments = describe(&dp);
     let metrics = Metrics::new();
     let writer = Writer::spawn(dp.maps, metrics.map_errors.clone())
@@ -188,7 +191,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
             _ = hup.recv() => {
                 match daemon.reload().await {
                     Ok(m) => tracing::info!("{m}"),
-                    Err(e) => tracing::error!(error = %e, "reload rejected; the running config stays"),
+                    Err(e) => tracing::error!(error = error_chain(&e), "reload rejected; the running config stays"),
                 }
             }
             _ = term.recv() => break,
@@ -221,7 +224,8 @@ impl Daemon {
             Request::Reload => match self.reload().await {
                 Ok(m) => Response::ok(m),
                 Err(e) => {
-                    tracing::error!(error = %e, "reload rejected; the running config stays");
+                    let e = error_chain(&e);
+                    tracing::error!(error = e, "reload rejected; the running config stays");
                     Response::err(format!("reload rejected, the running config stays: {e}"))
                 }
             },
@@ -235,21 +239,26 @@ impl Daemon {
     }
 
     async fn op(&self, service: &str, op: Op) -> Response {
-        let Some(h) = self.services.get(service) else {
-            return Response::err(format!("no service named {service:?}"));
-        };
-        let (reply, rx) = oneshot::channel();
-        if h.tx().send(Msg::Op { op, reply }).await.is_err() {
-            return Response::err(format!("service {service} is not running"));
-        }
-        match rx.await {
-            Ok(Ok(m)) => {
+        match self.send_op(service, op).await {
+            Ok(m) => {
                 tracing::info!("{m}");
                 Response::ok(m)
             }
-            Ok(Err(e)) => Response::err(e),
-            Err(_) => Response::err(format!("service {service} stopped")),
+            Err(e) => Response::err(error_chain(&e)),
         }
+    }
+
+    async fn send_op(&self, service: &str, op: Op) -> Result<String, DaemonError> {
+        let h = self
+            .services
+            .get(service)
+            .ok_or_else(|| DaemonError::NoService(service.into()))?;
+        let (reply, rx) = oneshot::channel();
+        if h.tx().send(Msg::Op { op, reply }).await.is_err() {
+            return Err(DaemonError::NotRunning(service.into()));
+        }
+        rx.await
+            .unwrap_or_else(|_| Err(DaemonError::Stopped(service.into())))
     }
 
     async fn status(&self) -> DaemonStatus {
@@ -283,17 +292,16 @@ impl Daemon {
 
     /// Applies the config file again. Anything invalid is rejected before
     /// a single thing changes.
-    async fn reload(&mut self) -> Result<String, String> {
-        let new = config::load(&self.config_path).map_err(|e| e.to_string())?;
+    async fn reload(&mut self) -> Result<String, DaemonError> {
+        let new = config::load(&self.config_path)?;
         if new.datapath.pin_path != self.config.datapath.pin_path {
-            return Err(format!(
-                "datapath.pin_path cannot change on reload ({} -> {}); restart the daemon",
-                self.config.datapath.pin_path.display(),
-                new.datapath.pin_path.display()
-            ));
+            return Err(DaemonError::PinPathChanged {
+                from: self.config.datapath.pin_path.clone(),
+                to: new.datapath.pin_path.clone(),
+            });
         }
         if new.admin != self.config.admin {
-            return Err("the [admin] section cannot change on reload; restart the daemon".into());
+            return Err(DaemonError::AdminChanged);
         }
         // Everything that can fail comes first, before anything changes: a
         // rejected reload leaves every running service exactly as it was.
@@ -301,7 +309,7 @@ impl Daemon {
         for s in &new.services {
             let running = self.services.get(&s.name).map(|h| &h.config);
             if running != Some(s) {
-                let checkers = crate::health::checkers(s).map_err(|e| e.to_string())?;
+                let checkers = crate::health::checkers(s)?;
                 prepared.insert(s.name.clone(), checkers);
             }
         }
@@ -309,7 +317,7 @@ impl Daemon {
             tracing::warn!("{w}");
         }
         if new.datapath != self.config.datapath {
-            let dp = load_datapath(&new).map_err(|e| crate::cli::error_text(&e))?;
+            let dp = load_datapath(&new).map_err(DaemonError::Datapath)?;
             self.attachments = describe(&dp);
             self.flows.set_timeouts(&new.datapath);
         }

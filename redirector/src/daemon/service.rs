@@ -17,6 +17,7 @@ use tokio::{
 };
 
 use super::{
+    error::DaemonError,
     probe::{self, ProbeLoop, Report},
     tasks::Tasks,
     writer::Writer,
@@ -70,7 +71,7 @@ pub enum Msg {
     Check(Report),
     Op {
         op: Op,
-        reply: oneshot::Sender<Result<String, String>>,
+        reply: oneshot::Sender<Result<String, DaemonError>>,
     },
     Status {
         reply: oneshot::Sender<ServiceStatus>,
@@ -377,27 +378,30 @@ impl ServiceTask {
         changed
     }
 
-    fn member_index(&self, name: &str) -> Result<usize, String> {
+    fn member_index(&self, name: &str) -> Result<usize, DaemonError> {
         self.cfg
             .members
             .iter()
             .position(|m| m.name == name)
-            .ok_or_else(|| format!("service {} has no member {name:?}", self.cfg.name))
+            .ok_or_else(|| DaemonError::NoMember {
+                service: self.cfg.name.clone(),
+                member: name.into(),
+            })
     }
 
-    async fn on_op(&mut self, op: Op) -> Result<String, String> {
+    async fn on_op(&mut self, op: Op) -> Result<String, DaemonError> {
         let now = Instant::now();
         let svc = self.cfg.name.clone();
         let (flip, done) = match op {
             Op::Switchover(m) => {
                 let i = self.member_index(&m)?;
-                let f = self.machine.switchover(i, now).map_err(|e| e.to_string())?;
+                let f = self.machine.switchover(i, now)?;
                 (f, format!("{svc}: pinned to {m}"))
             }
             Op::Release => (self.machine.release(now), format!("{svc}: released")),
             Op::Drain(m) => {
                 let i = self.member_index(&m)?;
-                let f = self.machine.drain(i, now).map_err(|e| e.to_string())?;
+                let f = self.machine.drain(i, now)?;
                 (f, format!("{svc}: {m} drained"))
             }
             Op::Undrain(m) => {
