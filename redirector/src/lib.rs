@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod decide;
+pub mod error_chain;
 pub mod health;
 pub mod lock;
 pub mod logging;

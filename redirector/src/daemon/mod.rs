@@ -101,7 +101,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     for w in config::warnings(&config) {
         tracing::warn!("{w}");
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::health::install_crypto_provider();
     let dp = load_datapath(&config)?;
     let attachments = describe(&dp);
     let writer = Writer::spawn(dp.maps).context("starting the map writer thread")?;
