@@ -272,7 +272,7 @@ fn say(socket: &std::path::Path, req: Request) -> anyhow::Result<ExitCode> {
 }
 
 async fn check_once(c: &config::Config) -> anyhow::Result<bool> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::health::install_crypto_provider();
     let mut all_ok = true;
     for s in &c.services {
         println!(

@@ -117,7 +117,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     for w in config::warnings(&config) {
         tracing::warn!("{w}");
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::health::install_crypto_provider();
     let dp = load_datapath(&config).context("loading the data path")?;
     let attachments = describe(&dp);
     let metrics = Metrics::new();

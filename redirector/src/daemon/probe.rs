@@ -305,6 +305,7 @@ fn probe(
                 latency: Duration::ZERO,
                 error: Some(format!("cannot resolve {host}")),
                 code: None,
+                kind: Some(health::FailureKind::Resolve),
             },
         };
         (checker, at, outcome)

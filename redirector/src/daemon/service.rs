@@ -611,6 +611,7 @@ priority = 2
                     latency: Duration::from_millis(2),
                     error: (!healthy).then(|| "refused".into()),
                     code: None,
+                    kind: (!healthy).then_some(health::FailureKind::Connect),
                 }
             })
         }

@@ -19,9 +19,9 @@ use std::{
 };
 
 use super::{
-    Checker, Failure, HealthError, Outcome, error_chain, read_secret, tls_client_config, within,
+    Checker, Failure, FailureKind, HealthError, Outcome, read_secret, tls_client_config, within,
 };
-use crate::config::AvailabilityOptions;
+use crate::{config::AvailabilityOptions, error_chain::error_chain};
 
 /// The most of a response body we read (error JSON is small).
 const BODY_LIMIT: usize = 16 * 1024;
@@ -73,9 +73,12 @@ impl AvailabilityChecker {
         if name.parse::<IpAddr>().is_err() {
             builder = builder.resolve(name, SocketAddr::new(ip, self.port));
         }
-        let client = builder
-            .build()
-            .map_err(|e| Failure::new(format!("http client: {}", error_chain(&e))))?;
+        let client = builder.build().map_err(|e| {
+            Failure::new(
+                FailureKind::Http,
+                format!("http client: {}", error_chain(&e)),
+            )
+        })?;
         self.client = Some((name.to_string(), ip, client.clone()));
         Ok(client)
     }
@@ -103,7 +106,7 @@ impl AvailabilityChecker {
             .map_err(|e| {
                 // Drop the client: a later probe may need a fresh connection.
                 self.client = None;
-                Failure::new(request_error(&e))
+                request_failure(&e)
             })?;
         let status = resp.status();
         if status == reqwest::StatusCode::OK {
@@ -120,33 +123,21 @@ impl AvailabilityChecker {
     }
 }
 
-/// Text of a transport error, without the URL's query noise.
-fn request_error(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
-        "timeout"
+/// A transport error, its text without the URL's query noise.
+fn request_failure(e: &reqwest::Error) -> Failure {
+    let (kind, what) = if e.is_timeout() {
+        (FailureKind::Timeout, "timeout")
     } else if e.is_connect() {
-        "connect"
+        (FailureKind::Connect, "connect")
     } else {
-        "request"
+        (FailureKind::Http, "request")
     };
     // The chain's first element repeats the URL; the sources say why.
-    let mut source = std::error::Error::source(e);
-    let mut parts = Vec::new();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if parts
-            .last()
-            .is_none_or(|last: &String| !last.contains(&text))
-        {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    if parts.is_empty() {
-        format!("{what}: {e}")
-    } else {
-        format!("{what}: {}", parts.join(": "))
-    }
+    let text = match std::error::Error::source(e) {
+        Some(source) => format!("{what}: {}", error_chain(source)),
+        None => format!("{what}: {e}"),
+    };
+    Failure::new(kind, text)
 }
 
 /// A non-200 answer: status plus the REST `error_code` and description.
@@ -161,10 +152,13 @@ fn status_failure(status: reqwest::StatusCode, body: &[u8]) -> Failure {
     };
     let code = field("error_code");
     let description = field("description").map(|d| shorten(&d, 160));
-    let mut error = if status == reqwest::StatusCode::UNAUTHORIZED {
-        "authentication failed (HTTP 401)".to_string()
+    let (kind, mut error) = if status == reqwest::StatusCode::UNAUTHORIZED {
+        (
+            FailureKind::Auth,
+            "authentication failed (HTTP 401)".to_string(),
+        )
     } else {
-        format!("HTTP {}", status.as_u16())
+        (FailureKind::Http, format!("HTTP {}", status.as_u16()))
     };
     if let Some(code) = &code {
         error.push(' ');
@@ -174,7 +168,11 @@ fn status_failure(status: reqwest::StatusCode, body: &[u8]) -> Failure {
         error.push_str(": ");
         error.push_str(&d);
     }
-    Failure { error, code }
+    Failure {
+        kind,
+        text: error,
+        code,
+    }
 }
 
 fn shorten(s: &str, max: usize) -> String {
@@ -388,6 +386,7 @@ mod tests {
             let o = c.check(local(12000), "localhost").await;
             assert!(!o.healthy);
             assert_eq!(o.code.as_deref(), Some("bdb_unavailable"));
+            assert_eq!(o.kind, Some(FailureKind::Http));
             assert_eq!(
                 o.error.as_deref(),
                 Some("HTTP 503 bdb_unavailable: Database is unavailable")
@@ -408,6 +407,7 @@ mod tests {
             assert!(!o.healthy);
             let err = o.error.clone().expect("error");
             assert!(err.starts_with("authentication failed"), "{err}");
+            assert_eq!(o.kind, Some(FailureKind::Auth));
             assert!(!format!("{o:?}").contains(wrong));
         })
         .await;
@@ -440,6 +440,7 @@ mod tests {
             let o = c.check(local(12000), "localhost").await;
             assert!(!o.healthy);
             assert!(started.elapsed() < Duration::from_secs(2));
+            assert_eq!(o.kind, Some(FailureKind::Timeout), "{o:?}");
             let err = o.error.expect("error");
             assert!(err.contains("timeout"), "{err}");
         })
@@ -472,6 +473,7 @@ mod tests {
             let mut c = checker(&pki, &dir, port, 1, PASSWORD, None, T);
             let o = c.check(local(12000), "localhost").await;
             assert!(!o.healthy);
+            assert_eq!(o.kind, Some(FailureKind::Connect), "{o:?}");
             let err = o.error.expect("error");
             assert!(err.starts_with("connect: "), "{err}");
         })

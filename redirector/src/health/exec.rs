@@ -15,7 +15,8 @@ use tokio::{
     process::Command,
 };
 
-use super::{Checker, Failure, HealthError, Outcome, error_chain, timeout_text};
+use super::{Checker, Failure, FailureKind, HealthError, Outcome};
+use crate::error_chain::error_chain;
 
 /// How much of the command's stderr ends up in the error text.
 const STDERR_KEEP: usize = 200;
@@ -50,9 +51,12 @@ impl ExecChecker {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| Failure::new(format!("spawn {}: {}", argv[0], error_chain(&e))))?;
+        let mut child = cmd.spawn().map_err(|e| {
+            Failure::new(
+                FailureKind::Exec,
+                format!("spawn {}: {}", argv[0], error_chain(&e)),
+            )
+        })?;
         let stdout = child.stdout.take();
         let stderr = child.stderr.take();
 
@@ -81,17 +85,20 @@ impl ExecChecker {
                     }
                 };
                 Err(if text.is_empty() {
-                    Failure::new(what)
+                    Failure::new(FailureKind::Exec, what)
                 } else {
-                    Failure::new(format!("{what}: {text}"))
+                    Failure::new(FailureKind::Exec, format!("{what}: {text}"))
                 })
             }
-            Ok((Err(e), _)) => Err(Failure::new(format!("wait: {}", error_chain(&e)))),
+            Ok((Err(e), _)) => Err(Failure::new(
+                FailureKind::Exec,
+                format!("wait: {}", error_chain(&e)),
+            )),
             Err(_) => {
                 kill_group(&child);
                 // Reap it (kill + wait) so no zombie is left behind.
                 let _ = child.kill().await;
-                Err(Failure::new(timeout_text(self.timeout)))
+                Err(Failure::timeout(self.timeout))
             }
         }
     }

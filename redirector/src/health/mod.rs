@@ -24,9 +24,12 @@ use crate::config::{Check, CheckKind, Secret, TlsOptions};
 
 mod availability;
 mod exec;
+mod failure;
 mod redis;
-mod resp;
 mod tcp;
+
+pub use failure::FailureKind;
+pub(crate) use failure::{Failure, timeout_text, within};
 
 #[cfg(test)]
 mod test_support;
@@ -34,6 +37,7 @@ mod test_support;
 /// The result of one probe.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
+    /// Whether traffic may go to the member.
     pub healthy: bool,
     /// Wall time of the probe, including connecting.
     pub latency: Duration,
@@ -43,6 +47,8 @@ pub struct Outcome {
     /// `error_code` for availability, the error prefix (LOADING,
     /// MASTERDOWN, WRONGPASS, ...) for Redis.
     pub code: Option<String>,
+    /// What went wrong, for code that reacts to it; `None` when healthy.
+    pub kind: Option<FailureKind>,
 }
 
 /// One kind of probe, bound to its options and secrets.
@@ -68,26 +74,35 @@ pub trait Checker: Send {
 /// Why a checker could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
+    /// A password file could not be read.
     #[error("cannot read secret file {}: {source}", path.display())]
     SecretFile {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    /// A password file holds nothing but newlines.
     #[error("secret file {} is empty", path.display())]
     SecretFileEmpty { path: PathBuf },
+    /// A password variable is unset or not UTF-8.
     #[error("environment variable {var} is not set or not valid UTF-8")]
     SecretEnv { var: String },
+    /// A password variable is set but empty.
     #[error("environment variable {var} is empty")]
     SecretEnvEmpty { var: String },
+    /// The CA file is unreadable, not PEM, or holds no usable certificate.
     #[error("bad CA file {}: {reason}", path.display())]
     CaFile { path: PathBuf, reason: String },
+    /// No CA file is configured and the system trust store is empty.
     #[error("no usable system root certificates: {0}")]
     SystemRoots(String),
+    /// rustls refused the client configuration.
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    /// The availability check's HTTP client could not be built.
     #[error("cannot set up the HTTP client: {0}")]
     Http(String),
+    /// An exec check without a program to run.
     #[error("exec check has an empty command")]
     EmptyCommand,
 }
@@ -162,29 +177,6 @@ pub fn build(check: &Check) -> Result<Box<dyn Checker>, HealthError> {
     })
 }
 
-/// Why a probe failed, before latency is attached.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Failure {
-    pub error: String,
-    pub code: Option<String>,
-}
-
-impl Failure {
-    pub(crate) fn new(error: impl Into<String>) -> Self {
-        Failure {
-            error: error.into(),
-            code: None,
-        }
-    }
-
-    pub(crate) fn with_code(error: impl Into<String>, code: impl Into<String>) -> Self {
-        Failure {
-            error: error.into(),
-            code: Some(code.into()),
-        }
-    }
-}
-
 impl Outcome {
     pub(crate) fn from_result(result: Result<(), Failure>, started: Instant) -> Outcome {
         let latency = started.elapsed();
@@ -194,59 +186,17 @@ impl Outcome {
                 latency,
                 error: None,
                 code: None,
+                kind: None,
             },
             Err(f) => Outcome {
                 healthy: false,
                 latency,
-                error: Some(f.error),
+                error: Some(f.text),
                 code: f.code,
+                kind: Some(f.kind),
             },
         }
     }
-}
-
-/// The error text of a probe that ran out of time.
-pub(crate) fn timeout_text(timeout: Duration) -> String {
-    format!("timeout after {}", fmt_duration(timeout))
-}
-
-/// "250ms", "2s", "1.5s": short, for error texts.
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        let secs = format!("{:.3}", d.as_secs_f64());
-        format!("{}s", secs.trim_end_matches('0'))
-    }
-}
-
-/// Runs `probe` under `timeout`, turning an overrun into a failure.
-pub(crate) async fn within<F>(timeout: Duration, probe: F) -> Result<(), Failure>
-where
-    F: Future<Output = Result<(), Failure>>,
-{
-    match tokio::time::timeout(timeout, probe).await {
-        Ok(r) => r,
-        Err(_) => Err(Failure::new(timeout_text(timeout))),
-    }
-}
-
-/// `err` and its sources joined by ": ", deduplicating repeats (reqwest and
-/// io errors often repeat their source's text).
-pub(crate) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = vec![err.to_string()];
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if parts.last().is_none_or(|last| !last.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }
 
 /// Reads a secret's value. Trailing newlines of a file are dropped (editors
@@ -275,8 +225,9 @@ pub(crate) fn read_secret(secret: &Secret) -> Result<String, HealthError> {
     }
 }
 
-/// The process-wide rustls provider; installing twice is harmless.
-pub(crate) fn install_crypto_provider() {
+/// Installs the process-wide rustls provider (ring); installing twice is
+/// harmless. The one place the daemon, the CLI and the TLS checks do it.
+pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
@@ -340,13 +291,6 @@ pub(crate) fn tls_client_config(
 mod tests {
     use super::*;
     use crate::health::test_support::{TempDir, check_of};
-
-    #[test]
-    fn durations_are_formatted_short() {
-        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(fmt_duration(Duration::from_secs(2)), "2s");
-        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1.5s");
-    }
 
     #[test]
     fn secret_file_is_read_without_trailing_newline() {

@@ -7,7 +7,8 @@ use std::{future::Future, net::SocketAddr, pin::Pin, time::Duration, time::Insta
 
 use tokio::net::TcpStream;
 
-use super::{Checker, Failure, Outcome, error_chain, within};
+use super::{Checker, Failure, FailureKind, Outcome, within};
+use crate::error_chain::error_chain;
 
 pub(crate) struct TcpChecker {
     timeout: Duration,
@@ -28,10 +29,12 @@ impl Checker for TcpChecker {
         Box::pin(async move {
             let started = Instant::now();
             let result = within(self.timeout, async {
-                TcpStream::connect(target)
-                    .await
-                    .map(drop)
-                    .map_err(|e| Failure::new(format!("connect: {}", error_chain(&e))))
+                TcpStream::connect(target).await.map(drop).map_err(|e| {
+                    Failure::new(
+                        FailureKind::Connect,
+                        format!("connect: {}", error_chain(&e)),
+                    )
+                })
             })
             .await;
             Outcome::from_result(result, started)

@@ -16,7 +16,10 @@ use tokio::{
     net::TcpStream,
 };
 
-use super::{Failure, error_chain};
+use crate::{
+    error_chain::error_chain,
+    health::{Failure, FailureKind},
+};
 
 /// Largest reply accepted (CLUSTER SHARDS of a big cluster is the largest
 /// thing a probe asks for).
@@ -57,6 +60,7 @@ impl Conn {
             if let Value::ServerError(e) = conn.round_trip(&auth).await? {
                 let code = e.code().to_string();
                 return Err(Failure::with_code(
+                    FailureKind::Auth,
                     format!("authentication failed ({code}: wrong username or password)"),
                     "AUTH",
                 ));
@@ -67,9 +71,12 @@ impl Conn {
 
     /// Connects over plain TCP.
     pub(crate) async fn tcp(addr: SocketAddr) -> Result<TcpStream, Failure> {
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| Failure::new(format!("connect: {}", error_chain(&e))))?;
+        let tcp = TcpStream::connect(addr).await.map_err(|e| {
+            Failure::new(
+                FailureKind::Connect,
+                format!("connect: {}", error_chain(&e)),
+            )
+        })?;
         let _ = tcp.set_nodelay(true);
         Ok(tcp)
     }
@@ -91,13 +98,21 @@ impl Conn {
         self.buf.clear();
         loop {
             if self.stream.read_buf(&mut self.buf).await.map_err(lost)? == 0 {
-                return Err(Failure::new("connection lost: closed by the member"));
+                return Err(Failure::new(
+                    FailureKind::ConnectionLost,
+                    "connection lost: closed by the member",
+                ));
             }
             match ::redis::parse_redis_value(&self.buf) {
                 Ok(v) => return Ok(v),
                 // Not all of the reply is here yet.
                 Err(e) if e.kind() == ErrorKind::IoError && self.buf.len() < MAX_REPLY => {}
-                Err(e) => return Err(Failure::new(format!("bad reply: {e}"))),
+                Err(e) => {
+                    return Err(Failure::new(
+                        FailureKind::Protocol,
+                        format!("bad reply: {e}"),
+                    ));
+                }
             }
         }
     }
@@ -112,78 +127,19 @@ impl Conn {
 }
 
 fn lost(e: std::io::Error) -> Failure {
-    Failure::new(format!("connection lost: {}", error_chain(&e)))
+    Failure::new(
+        FailureKind::ConnectionLost,
+        format!("connection lost: {}", error_chain(&e)),
+    )
 }
 
 /// A failure from a Redis error reply: the prefix is the code.
 pub(crate) fn redis_failure(err: &RedisError) -> Failure {
     match (err.code(), err.detail()) {
-        (Some(code), Some(detail)) => Failure::with_code(format!("{code} {detail}"), code),
-        (Some(code), None) => Failure::with_code(code.to_string(), code),
-        (None, _) => Failure::new(err.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::duplex;
-
-    async fn pair() -> (Conn, tokio::io::DuplexStream) {
-        let (ours, theirs) = duplex(1024);
-        let conn = Conn::open(
-            "127.0.0.1:6379".parse().unwrap(),
-            Box::new(ours),
-            None,
-            None,
-        )
-        .await
-        .expect("open");
-        (conn, theirs)
-    }
-
-    #[tokio::test]
-    async fn a_reply_split_across_reads_is_put_back_together() {
-        let (mut conn, mut server) = pair().await;
-        let query = tokio::spawn(async move {
-            let v = conn.query(::redis::cmd("ECHO").arg("hello")).await;
-            (conn, v)
-        });
-        let mut req = [0u8; 64];
-        let n = server.read(&mut req).await.unwrap();
-        assert_eq!(&req[..n], b"*2\r\n$4\r\nECHO\r\n$5\r\nhello\r\n");
-        server.write_all(b"$5\r\nhe").await.unwrap();
-        tokio::task::yield_now().await;
-        server.write_all(b"llo\r\n").await.unwrap();
-        let (_, v) = query.await.unwrap();
-        assert_eq!(v.unwrap(), Value::BulkString(b"hello".to_vec()));
-    }
-
-    #[tokio::test]
-    async fn an_error_reply_keeps_its_prefix_as_the_code() {
-        let (mut conn, mut server) = pair().await;
-        server
-            .write_all(b"-LOADING Redis is loading the dataset in memory\r\n")
-            .await
-            .unwrap();
-        let f = conn.query(&::redis::cmd("PING")).await.unwrap_err();
-        assert_eq!(f.code.as_deref(), Some("LOADING"));
-    }
-
-    #[tokio::test]
-    async fn garbage_is_a_bad_reply_not_a_hang() {
-        let (mut conn, mut server) = pair().await;
-        server.write_all(b"garbage\r\n").await.unwrap();
-        let f = conn.query(&::redis::cmd("PING")).await.unwrap_err();
-        assert!(f.error.starts_with("bad reply"), "{f:?}");
-    }
-
-    #[tokio::test]
-    async fn a_closed_connection_is_reported_as_lost() {
-        let (mut conn, server) = pair().await;
-        drop(server);
-        let f = conn.query(&::redis::cmd("PING")).await.unwrap_err();
-        assert!(f.error.starts_with("connection lost"), "{f:?}");
-        conn.closed().await;
+        (Some(code), Some(detail)) => {
+            Failure::with_code(FailureKind::Reply, format!("{code} {detail}"), code)
+        }
+        (Some(code), None) => Failure::with_code(FailureKind::Reply, code.to_string(), code),
+        (None, _) => Failure::new(FailureKind::Reply, err.to_string()),
     }
 }
