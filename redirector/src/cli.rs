@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{
     admin::{self, Request, Response},
+    error_chain::error_chain,
     config,
     status::{DaemonStatus, FlipRecord, FlowTableStatus},
 };
@@ -237,22 +238,10 @@ fn init_logging(format: LogFormat) -> crate::logging::LogGuard {
     guard
 }
 
-/// An error and its causes joined with ": ", each said once. An error
-/// whose message already ends with its cause's (a thiserror variant that
-/// prints `{source}` and also returns it as its source) would otherwise
-/// repeat it: "...: Permission denied (os error 13): Permission denied (os
-/// error 13)". Presentation only; nothing decides on this text.
+/// An error and its causes joined with ": ", each said once
+/// ([`error_chain`]). Presentation only; nothing decides on this text.
 pub fn error_text(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for part in e.chain().map(ToString::to_string) {
-        if out.is_empty() {
-            out = part;
-        } else if !out.ends_with(&part) {
-            out.push_str(": ");
-            out.push_str(&part);
-        }
-    }
-    out
+    error_chain(e.as_ref())
 }
 
 fn ask(socket: &std::path::Path, req: Request) -> anyhow::Result<Response> {
