@@ -107,6 +107,29 @@ fn raise_fd_limit() {
     }
 }
 
+/// Serves /metrics, /healthz and /readyz on `addr`, supervised.
+async fn spawn_metrics(
+    addr: std::net::SocketAddr,
+    metrics: &Arc<Metrics>,
+    endpoint: &Arc<EndpointSource>,
+    tasks: &Tasks,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+    tracing::info!(%addr, "metrics on /metrics, probes on /healthz and /readyz");
+    let l = Arc::new(l);
+    let (metrics, endpoint) = (metrics.clone(), endpoint.clone());
+    Ok(supervise::spawn(tasks.clone(), Task::Metrics, move || {
+        crate::metrics::serve(
+            l.clone(),
+            metrics.clone(),
+            endpoint.clone(),
+            crate::metrics::LIMITS,
+        )
+    }))
+}
+
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = config::load(&config_path)?;
     // Held until run returns (and released by the kernel however the
@@ -151,22 +174,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
 
     let metrics_task = match config.admin.metrics {
-        Some(addr) => {
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding the metrics endpoint {addr}"))?;
-            tracing::info!(%addr, "metrics on /metrics, probes on /healthz and /readyz");
-            let l = Arc::new(l);
-            let (metrics, endpoint) = (metrics.clone(), endpoint.clone());
-            Some(supervise::spawn(tasks.clone(), Task::Metrics, move || {
-                crate::metrics::serve(
-                    l.clone(),
-                    metrics.clone(),
-                    endpoint.clone(),
-                    crate::metrics::LIMITS,
-                )
-            }))
-        }
+        Some(addr) => Some(spawn_metrics(addr, &metrics, &endpoint, &tasks).await?),
         None => None,
     };
     let socket = config.admin.socket.clone();

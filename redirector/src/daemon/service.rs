@@ -121,17 +121,12 @@ pub struct Shared {
     pub tasks: Tasks,
 }
 
-/// Starts `cfg` with its members' `checkers` (from [`health::checkers`],
-/// built before anything changed), one per member in order.
-pub async fn start(
-    cfg: config::Service,
-    checkers: Vec<Box<dyn health::Checker>>,
-    shared: &Shared,
-) -> ServiceHandle {
-    let vip_v4 = cfg.vip.is_ipv4();
+/// Each member's address now (`None`: the name does not resolve yet; the
+/// probe loop keeps trying).
+async fn resolve_members(cfg: &config::Service) -> Vec<Option<SocketAddr>> {
     let mut resolved = Vec::new();
     for m in &cfg.members {
-        let r = resolve(&m.host, m.port, vip_v4).await;
+        let r = resolve(&m.host, m.port, cfg.vip.is_ipv4()).await;
         if r.is_none() {
             tracing::warn!(
                 service = cfg.name,
@@ -142,6 +137,55 @@ pub async fn start(
         }
         resolved.push(r);
     }
+    resolved
+}
+
+/// The member the data path already points at, if it is one of ours, and
+/// whether writes must wait for a member confirmed Up. An unreadable entry
+/// is not an empty one: writing the preferred member blind could move every
+/// new connection off a member a previous daemon failed over to, so the
+/// entry stays as it is until a member is confirmed Up (the writer has
+/// logged and counted the error).
+async fn adopt(
+    cfg: &config::Service,
+    resolved: &[Option<SocketAddr>],
+    writer: &Writer,
+) -> (Option<usize>, bool) {
+    let current = match writer.active(Endpoint::from(cfg.vip)).await {
+        Ok(current) => current,
+        Err(e) => {
+            tracing::error!(
+                service = cfg.name,
+                error = %e,
+                "cannot read the active member from the data path; it stays as it is until a member is confirmed up"
+            );
+            return (None, true);
+        }
+    };
+    let adopted = current.and_then(|c| {
+        resolved
+            .iter()
+            .position(|r| r.map(Endpoint::from) == Some(c))
+    });
+    if let Some(i) = adopted {
+        tracing::info!(
+            service = cfg.name,
+            member = cfg.members[i].name,
+            "adopted the active member from the data path"
+        );
+    }
+    (adopted, false)
+}
+
+/// Starts `cfg` with its members' `checkers` (from [`health::checkers`],
+/// built before anything changed), one per member in order.
+pub async fn start(
+    cfg: config::Service,
+    checkers: Vec<Box<dyn health::Checker>>,
+    shared: &Shared,
+) -> ServiceHandle {
+    let vip_v4 = cfg.vip.is_ipv4();
+    let resolved = resolve_members(&cfg).await;
     let vip = Endpoint::from(cfg.vip);
     shared
         .writer
@@ -154,35 +198,7 @@ pub async fn start(
                 .collect(),
         )
         .await;
-    // An unreadable entry is not an empty one: writing the preferred
-    // member blind could move every new connection off a member a previous
-    // daemon failed over to. The entry stays as it is until a member is
-    // confirmed Up (the writer has logged and counted the error).
-    let (adopted, hold_until_up) = match shared.writer.active(vip).await {
-        Ok(current) => (
-            current.and_then(|c| {
-                resolved
-                    .iter()
-                    .position(|r| r.map(Endpoint::from) == Some(c))
-            }),
-            false,
-        ),
-        Err(e) => {
-            tracing::error!(
-                service = cfg.name,
-                error = %e,
-                "cannot read the active member from the data path; it stays as it is until a member is confirmed up"
-            );
-            (None, true)
-        }
-    };
-    if let Some(i) = adopted {
-        tracing::info!(
-            service = cfg.name,
-            member = cfg.members[i].name,
-            "adopted the active member from the data path"
-        );
-    }
+    let (adopted, hold_until_up) = adopt(&cfg, &resolved, &shared.writer).await;
     let policy = Policy {
         rise: cfg.check.rise,
         fall: cfg.check.fall,
