@@ -22,8 +22,6 @@
 
 use std::{collections::BTreeSet, time::Duration, time::Instant};
 
-use crate::config::{Failback, OnFailover};
-
 /// `t + d`, saturating: when that moment cannot be represented, the
 /// latest one that can within `d` (far beyond any process lifetime). A
 /// deadline computed from an absurd duration must never panic the task
@@ -37,6 +35,26 @@ pub fn later(t: Instant, d: Duration) -> Instant {
         }
         d /= 2;
     }
+}
+
+/// Whether a recovered better member takes over by itself (config
+/// `failback`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failback {
+    /// After `failback_delay` of continuous health.
+    Auto,
+    /// Never by itself: an operator moves it back (switchover, release).
+    Manual,
+}
+
+/// What happens to the flows of a member that failed (config
+/// `on_failover`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnFailover {
+    /// Reset them at once, so clients reconnect to the new member.
+    Reset,
+    /// Leave them alone: they end on TCP timeouts.
+    Keep,
 }
 
 /// What the machine needs from the service config.

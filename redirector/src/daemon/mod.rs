@@ -58,7 +58,11 @@ struct Daemon {
 fn datapath_options(c: &Config) -> Options {
     Options {
         interfaces: c.datapath.interfaces.clone(),
-        ingress: c.datapath.ingress,
+        ingress: match c.datapath.ingress {
+            config::IngressMode::Auto => crate::datapath::IngressMode::Auto,
+            config::IngressMode::Xdp => crate::datapath::IngressMode::Xdp,
+            config::IngressMode::Tc => crate::datapath::IngressMode::Tc,
+        },
         pin_path: c.datapath.pin_path.clone(),
         conntrack_entries: c.datapath.conntrack_entries,
     }

@@ -202,9 +202,15 @@ pub async fn start(
     let policy = Policy {
         rise: cfg.check.rise,
         fall: cfg.check.fall,
-        failback: cfg.failback,
+        failback: match cfg.failback {
+            config::Failback::Auto => crate::decide::Failback::Auto,
+            config::Failback::Manual => crate::decide::Failback::Manual,
+        },
         failback_delay: cfg.failback_delay,
-        on_failover: cfg.on_failover,
+        on_failover: match cfg.on_failover {
+            config::OnFailover::Reset => crate::decide::OnFailover::Reset,
+            config::OnFailover::Keep => crate::decide::OnFailover::Keep,
+        },
         drain_timeout: cfg.drain_timeout,
     };
     let machine = ServiceMachine::new(
