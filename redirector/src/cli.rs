@@ -15,7 +15,6 @@ use crate::{
 };
 
 const DEFAULT_CONFIG: &str = "/etc/redirector/redirector.toml";
-const DEFAULT_SOCKET: &str = "/run/redirector/admin.sock";
 
 #[derive(Parser)]
 #[command(
@@ -28,7 +27,7 @@ const DEFAULT_SOCKET: &str = "/run/redirector/admin.sock";
 )]
 pub struct Cli {
     /// The daemon's admin socket (for status, switchover, ... ).
-    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    #[arg(long, global = true, default_value = config::DEFAULT_ADMIN_SOCKET)]
     pub socket: PathBuf,
     #[command(subcommand)]
     pub command: Command,
