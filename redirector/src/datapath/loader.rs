@@ -35,11 +35,6 @@ use super::{DatapathError, Maps, system};
 /// The kernel object built by `build.rs` from `redirector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redirector"));
 
-/// Empty programs of the same types (`baseline_tc`, `baseline_xdp`): the
-/// zero point of per-packet cost measurements.
-pub static BASELINE_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
-
 pub const EGRESS_PROGRAM: &str = "redirector_egress";
 pub const INGRESS_PROGRAM: &str = "redirector_ingress";
 pub const XDP_PROGRAM: &str = "redirector_xdp";
