@@ -9,6 +9,7 @@ mod error;
 mod flow_table;
 mod loader;
 mod maps;
+mod pinned;
 pub mod system;
 
 pub use error::DatapathError;
