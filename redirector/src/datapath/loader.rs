@@ -637,6 +637,36 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "needs root: loads the programs and pins maps on bpffs"]
+    fn a_pinned_map_of_another_layout_is_refused_at_load() {
+        use redirector_common::{STATS_MAP, schema::SERVICES};
+        let base = Path::new(system::BPFFS).join(format!("rdt-layout-{}", std::process::id()));
+        let (good, bad) = (base.join("good"), base.join("bad"));
+        struct Cleanup(Vec<PathBuf>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                for dir in &self.0 {
+                    let _ = teardown(dir);
+                }
+            }
+        }
+        let _cleanup = Cleanup(vec![good.clone(), bad.clone(), base.clone()]);
+        drop(load_programs(&good, 1024).expect("load the programs"));
+        // A STATS array pinned where SERVICES belongs: what an older build
+        // with another SERVICES layout would have left.
+        mkdir(&bad.join("maps")).unwrap();
+        aya::maps::MapData::from_pin(pin_file(&good, &STATS_MAP))
+            .unwrap()
+            .pin(pin_file(&bad, &SERVICES_MAP))
+            .unwrap();
+        match load_programs(&bad, 1024) {
+            Err(DatapathError::IncompatibleMap { map, .. }) => assert_eq!(map, SERVICES),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a STATS array was accepted as SERVICES"),
+        }
+    }
+
+    #[test]
     fn capacities_are_refused_reused_or_kept_as_the_schema_says() {
         use redirector_common::{CONNTRACK_MAP, STATS_MAP};
         // STATS with fewer counters: refused.
