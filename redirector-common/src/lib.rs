@@ -11,9 +11,11 @@ pub mod flow;
 pub mod icmp;
 pub mod maps;
 pub mod parse;
+pub mod schema;
 pub mod stats;
 
 pub use maps::*;
+pub use schema::*;
 pub use stats::Stat;
 
 #[cfg(any(test, feature = "builder"))]

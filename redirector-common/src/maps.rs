@@ -1,55 +1,10 @@
-//! Map names, sizes and the key/value layouts both sides read and write.
+//! The key/value layouts both sides read and write (names and sizes of the
+//! maps themselves are in `schema`).
 //!
 //! Every type is `#[repr(C)]`, `Copy` and free of implicit padding (checked by
 //! `const` assertions). Addresses and ports are network-order byte arrays, so
 //! endianness is never a guess on either side. IPv4 addresses use the first 4
 //! bytes of `addr`; the other 12 are zero.
-
-/// Pin/map name of the service table: VIP -> active member.
-pub const SERVICES: &str = "SERVICES";
-/// Pin/map name of the flow table: (client, VIP) -> member the flow is pinned to.
-pub const CONNTRACK: &str = "CONNTRACK";
-/// Pin/map name of the reply table: (member, client) -> VIP.
-pub const REVERSE_NAT: &str = "REVERSE_NAT";
-/// Pin/map name of the set of members whose flows must be steered away.
-pub const DOWN_MEMBERS: &str = "DOWN_MEMBERS";
-/// Pin/map name of the member -> VIP table used to recover a lost reply
-/// entry when the answer is unambiguous.
-pub const MEMBER_VIPS: &str = "MEMBER_VIPS";
-/// Pin/map name of the per-CPU counters.
-pub const STATS: &str = "STATS";
-/// Pin/map name of the VIP port filter: index = port, value = the
-/// [`filter_bit`]s of the VIP addresses on that port. Lets egress skip the
-/// hash lookup for other traffic.
-pub const VIP_PORTS: &str = "VIP_PORTS";
-/// Pin/map name of the member port filter: index = port, value = the
-/// [`filter_bit`]s of the member addresses on it. Lets ingress skip the
-/// reply lookup for other traffic.
-pub const MEMBER_PORTS: &str = "MEMBER_PORTS";
-
-/// Every map the daemon pins, in a stable order.
-pub const PINNED_MAPS: [&str; 8] = [
-    SERVICES,
-    CONNTRACK,
-    REVERSE_NAT,
-    DOWN_MEMBERS,
-    MEMBER_VIPS,
-    STATS,
-    VIP_PORTS,
-    MEMBER_PORTS,
-];
-
-/// Entries of the port filters: one per TCP port.
-pub const PORT_FILTER_ENTRIES: u32 = 65_536;
-
-/// Capacity of `SERVICES`.
-pub const MAX_SERVICES: u32 = 16_384;
-/// Capacity of `DOWN_MEMBERS`.
-pub const MAX_DOWN_MEMBERS: u32 = 16_384;
-/// Capacity of `MEMBER_VIPS`: one entry per member endpoint.
-pub const MAX_MEMBER_VIPS: u32 = 16_384;
-/// Default capacity of `CONNTRACK` and `REVERSE_NAT` (the config may change it).
-pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 262_144;
 
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;

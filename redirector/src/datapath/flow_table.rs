@@ -9,13 +9,17 @@
 
 use std::{collections::HashSet, path::Path};
 
-use aya::maps::{HashMap, Map, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError};
 use redirector_common::{
-    CONNTRACK, FlowKey, REVERSE_NAT, ReplyTarget, ReverseKey, TrackedFlow, flow::FLOW_CLOSING,
+    CONNTRACK, CONNTRACK_MAP, FlowKey, REVERSE_NAT, REVERSE_NAT_MAP, ReplyTarget, ReverseKey,
+    TrackedFlow, flow::FLOW_CLOSING,
 };
 use serde::{Deserialize, Serialize};
 
-use super::DatapathError;
+use super::{
+    DatapathError,
+    pinned::{map_err, open_pinned, open_typed, typed},
+};
 
 /// How long flows may go without a packet, in jiffies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,32 +90,13 @@ pub struct FlowTable {
     orphans: HashSet<ReverseKey>,
 }
 
-fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
-    move |source| DatapathError::Map {
-        map,
-        source: Box::new(source),
-    }
-}
-
-fn open(pin_path: &Path, name: &'static str) -> Result<(Map, u32), DatapathError> {
-    let path = pin_path.join("maps").join(name);
-    if !path.exists() {
-        return Err(DatapathError::NotLoaded {
-            path: pin_path.into(),
-        });
-    }
-    let data = MapData::from_pin(&path).map_err(map_err(name))?;
-    let max = data.info().map_err(map_err(name))?.max_entries();
-    Ok((Map::from_map_data(data).map_err(map_err(name))?, max))
-}
-
 impl FlowTable {
     pub fn open(pin_path: &Path) -> Result<Self, DatapathError> {
-        let (ct, capacity) = open(pin_path, CONNTRACK)?;
-        let (rev, _) = open(pin_path, REVERSE_NAT)?;
+        let conntrack = open_pinned(pin_path, &CONNTRACK_MAP)?;
+        let capacity = conntrack.info().map_err(map_err(CONNTRACK))?.max_entries();
         Ok(Self {
-            conntrack: ct.try_into().map_err(map_err(CONNTRACK))?,
-            reverse: rev.try_into().map_err(map_err(REVERSE_NAT))?,
+            conntrack: typed(conntrack, &CONNTRACK_MAP)?,
+            reverse: open_typed(pin_path, &REVERSE_NAT_MAP)?,
             capacity,
             orphans: HashSet::new(),
         })

@@ -24,21 +24,16 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use redirector_common::{
-    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, MEMBER_VIPS,
-    MemberVip, PINNED_MAPS, REVERSE_NAT, ReplyTarget, ReverseKey, SERVICES, STATS, TrackedFlow,
-    VIP_PORTS,
-};
+use redirector_common::{MAPS, MapKind, MapSpec, OtherCapacity, SERVICES_MAP};
 
-use super::{DatapathError, Maps, system};
+use super::{
+    DatapathError, Maps,
+    pinned::{map_err, pin_file},
+    system,
+};
 
 /// The kernel object built by `build.rs` from `redirector-ebpf`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/redirector"));
-
-/// Empty programs of the same types (`baseline_tc`, `baseline_xdp`): the
-/// zero point of per-packet cost measurements.
-pub static BASELINE_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 pub const EGRESS_PROGRAM: &str = "redirector_egress";
 pub const INGRESS_PROGRAM: &str = "redirector_ingress";
@@ -188,16 +183,21 @@ impl Datapath {
 /// run the programs from here with BPF_PROG_TEST_RUN.
 pub fn load_programs(pin_path: &Path, conntrack_entries: u32) -> Result<Ebpf, DatapathError> {
     system::ensure_bpffs(pin_path)?;
-    let maps_dir = pin_path.join("maps");
-    mkdir(&maps_dir)?;
-    let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|m| (*m, maps_dir.join(m))).collect();
+    mkdir(&pin_path.join("maps"))?;
+    let paths: Vec<(&str, PathBuf)> = MAPS
+        .iter()
+        .map(|spec| (spec.name, pin_file(pin_path, spec)))
+        .collect();
     let mut loader = EbpfLoader::new();
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
-    loader
-        .map_max_entries(CONNTRACK, conntrack_entries)
-        .map_max_entries(REVERSE_NAT, conntrack_entries);
+    for spec in MAPS
+        .iter()
+        .filter(|s| s.other_capacity == OtherCapacity::Configured)
+    {
+        loader.map_max_entries(spec.name, conntrack_entries);
+    }
     let mut ebpf = loader
         .load(OBJECT)
         .map_err(|e| DatapathError::Load(Box::new(e)))?;
@@ -236,62 +236,11 @@ where
 /// A pinned map from an older build with another layout would be reused
 /// silently by the loader; refuse it instead of misreading it.
 fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), DatapathError> {
-    use std::mem::size_of;
-    let expected: [(&'static str, MapType, usize, usize); 8] = [
-        (
-            SERVICES,
-            MapType::Hash,
-            size_of::<Endpoint>(),
-            size_of::<Assignment>(),
-        ),
-        (
-            CONNTRACK,
-            MapType::LruHash,
-            size_of::<FlowKey>(),
-            size_of::<TrackedFlow>(),
-        ),
-        (
-            REVERSE_NAT,
-            MapType::LruHash,
-            size_of::<ReverseKey>(),
-            size_of::<ReplyTarget>(),
-        ),
-        (
-            DOWN_MEMBERS,
-            MapType::Hash,
-            size_of::<Endpoint>(),
-            size_of::<DownMark>(),
-        ),
-        (
-            MEMBER_VIPS,
-            MapType::Hash,
-            size_of::<Endpoint>(),
-            size_of::<MemberVip>(),
-        ),
-        (
-            STATS,
-            MapType::PerCpuArray,
-            size_of::<u32>(),
-            size_of::<u64>(),
-        ),
-        (
-            VIP_PORTS,
-            MapType::Array,
-            size_of::<u32>(),
-            size_of::<u32>(),
-        ),
-        (
-            MEMBER_PORTS,
-            MapType::Array,
-            size_of::<u32>(),
-            size_of::<u32>(),
-        ),
-    ];
-    for (name, ty, key, value) in expected {
+    for spec in &MAPS {
         let map = ebpf
-            .map(name)
+            .map(spec.name)
             .ok_or_else(|| DatapathError::IncompatibleMap {
-                map: name,
+                map: spec.name,
                 detail: "missing from the object".into(),
             })?;
         let info = match map {
@@ -301,52 +250,82 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
             | aya::maps::Map::Array(d) => d.info(),
             _ => {
                 return Err(DatapathError::IncompatibleMap {
-                    map: name,
+                    map: spec.name,
                     detail: "unexpected map type".into(),
                 });
             }
         }
-        .map_err(|source| DatapathError::Map {
-            map: name,
-            source: Box::new(source),
-        })?;
-        let found_ty = info.map_type().map_err(|source| DatapathError::Map {
-            map: name,
-            source: Box::new(source),
-        })?;
-        if found_ty != ty || info.key_size() as usize != key || info.value_size() as usize != value
-        {
-            return Err(DatapathError::IncompatibleMap {
-                map: name,
+        .map_err(map_err(spec.name))?;
+        let found = FoundLayout {
+            map_type: info.map_type().map_err(map_err(spec.name))?,
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+        };
+        check_layout(spec, found, conntrack_entries)?;
+    }
+    Ok(())
+}
+
+/// What the kernel reports of a loaded (possibly pinned, older) map.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct FoundLayout {
+    map_type: MapType,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+}
+
+/// The aya name of a schema map kind.
+const fn map_type(kind: MapKind) -> MapType {
+    match kind {
+        MapKind::Hash => MapType::Hash,
+        MapKind::LruHash => MapType::LruHash,
+        MapKind::Array => MapType::Array,
+        MapKind::PerCpuArray => MapType::PerCpuArray,
+    }
+}
+
+/// Refuses `found` unless it has the kind, key and value of `spec` and a
+/// capacity `spec.other_capacity` accepts. `conntrack_entries` is the
+/// configured capacity of the [`OtherCapacity::Configured`] maps.
+fn check_layout(
+    spec: &MapSpec,
+    found: FoundLayout,
+    conntrack_entries: u32,
+) -> Result<(), DatapathError> {
+    let ty = map_type(spec.kind);
+    let (key, value) = (spec.key_size, spec.value_size);
+    if found.map_type != ty || found.key_size != key || found.value_size != value {
+        return Err(DatapathError::IncompatibleMap {
+            map: spec.name,
+            detail: format!(
+                "type {:?} key {} value {}, expected {ty:?} key {key} value {value}",
+                found.map_type, found.key_size, found.value_size
+            ),
+        });
+    }
+    match spec.other_capacity {
+        OtherCapacity::Refuse if found.max_entries != spec.max_entries => {
+            Err(DatapathError::IncompatibleMap {
+                map: spec.name,
                 detail: format!(
-                    "type {found_ty:?} key {} value {}, expected {ty:?} key {key} value {value}",
-                    info.key_size(),
-                    info.value_size()
+                    "{} entries, expected {}",
+                    found.max_entries, spec.max_entries
                 ),
-            });
+            })
         }
-        // A STATS array from a build with fewer counters would leave the
-        // new ones silently at zero.
-        if name == STATS && info.max_entries() != redirector_common::Stat::COUNT {
-            return Err(DatapathError::IncompatibleMap {
-                map: name,
-                detail: format!(
-                    "{} counters, expected {}",
-                    info.max_entries(),
-                    redirector_common::Stat::COUNT
-                ),
-            });
-        }
-        if (name == CONNTRACK || name == REVERSE_NAT) && info.max_entries() != conntrack_entries {
+        OtherCapacity::Configured if found.max_entries != conntrack_entries => {
             tracing::warn!(
-                map = name,
-                pinned = info.max_entries(),
+                map = spec.name,
+                pinned = found.max_entries,
                 configured = conntrack_entries,
                 "keeping the pinned map's size; run `redirector teardown` to apply the new conntrack_entries"
             );
+            Ok(())
         }
+        OtherCapacity::Refuse | OtherCapacity::Reuse | OtherCapacity::Configured => Ok(()),
     }
-    Ok(())
 }
 
 fn attach_ingress(
@@ -552,7 +531,7 @@ fn unpin(path: &Path) -> Result<(), DatapathError> {
 
 /// Whether a data path is pinned at `pin_path`.
 pub fn pins_exist(pin_path: &Path) -> bool {
-    pin_path.join("maps").join(SERVICES).exists()
+    pin_file(pin_path, &SERVICES_MAP).exists()
 }
 
 /// Detaches every link and removes every map pinned under `pin_path`, then
@@ -607,5 +586,102 @@ mod tests {
         }
         assert_eq!(Hook::from_pin_name("eth0@unknown"), None);
         assert_eq!(Hook::from_pin_name("noext"), None);
+    }
+
+    fn layout_of(spec: &MapSpec) -> FoundLayout {
+        FoundLayout {
+            map_type: map_type(spec.kind),
+            key_size: spec.key_size,
+            value_size: spec.value_size,
+            max_entries: spec.max_entries,
+        }
+    }
+
+    fn refused(result: Result<(), DatapathError>) -> bool {
+        matches!(result, Err(DatapathError::IncompatibleMap { .. }))
+    }
+
+    #[test]
+    fn every_map_of_this_build_passes_the_layout_check() {
+        for spec in &MAPS {
+            check_layout(spec, layout_of(spec), spec.max_entries).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_map_of_another_kind_key_or_value_is_refused() {
+        use redirector_common::{CONNTRACK_MAP, STATS_MAP};
+        for spec in [SERVICES_MAP, CONNTRACK_MAP, STATS_MAP] {
+            let ok = layout_of(&spec);
+            let n = spec.max_entries;
+            let other_type = FoundLayout {
+                map_type: MapType::Queue,
+                ..ok
+            };
+            let other_key = FoundLayout {
+                key_size: ok.key_size + 4,
+                ..ok
+            };
+            let other_value = FoundLayout {
+                value_size: ok.value_size - 4,
+                ..ok
+            };
+            assert!(refused(check_layout(&spec, other_type, n)), "{}", spec.name);
+            assert!(refused(check_layout(&spec, other_key, n)), "{}", spec.name);
+            assert!(
+                refused(check_layout(&spec, other_value, n)),
+                "{}",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    #[ignore = "needs root: loads the programs and pins maps on bpffs"]
+    fn a_pinned_map_of_another_layout_is_refused_at_load() {
+        use redirector_common::{STATS_MAP, schema::SERVICES};
+        let base = Path::new(system::BPFFS).join(format!("rdt-layout-{}", std::process::id()));
+        let (good, bad) = (base.join("good"), base.join("bad"));
+        struct Cleanup(Vec<PathBuf>);
+        impl Drop for Cleanup {
+            fn drop(&mut self) {
+                for dir in &self.0 {
+                    let _ = teardown(dir);
+                }
+            }
+        }
+        let _cleanup = Cleanup(vec![good.clone(), bad.clone(), base.clone()]);
+        drop(load_programs(&good, 1024).expect("load the programs"));
+        // A STATS array pinned where SERVICES belongs: what an older build
+        // with another SERVICES layout would have left.
+        mkdir(&bad.join("maps")).unwrap();
+        aya::maps::MapData::from_pin(pin_file(&good, &STATS_MAP))
+            .unwrap()
+            .pin(pin_file(&bad, &SERVICES_MAP))
+            .unwrap();
+        match load_programs(&bad, 1024) {
+            Err(DatapathError::IncompatibleMap { map, .. }) => assert_eq!(map, SERVICES),
+            Err(e) => panic!("refused for another reason: {e}"),
+            Ok(_) => panic!("a STATS array was accepted as SERVICES"),
+        }
+    }
+
+    #[test]
+    fn capacities_are_refused_reused_or_kept_as_the_schema_says() {
+        use redirector_common::{CONNTRACK_MAP, STATS_MAP};
+        // STATS with fewer counters: refused.
+        let fewer = FoundLayout {
+            max_entries: STATS_MAP.max_entries - 1,
+            ..layout_of(&STATS_MAP)
+        };
+        assert!(refused(check_layout(&STATS_MAP, fewer, 0)));
+        // A smaller SERVICES table is reused.
+        let smaller = FoundLayout {
+            max_entries: 1024,
+            ..layout_of(&SERVICES_MAP)
+        };
+        check_layout(&SERVICES_MAP, smaller, 0).unwrap();
+        // A conntrack table of another size than configured is kept.
+        check_layout(&CONNTRACK_MAP, layout_of(&CONNTRACK_MAP), 1024).unwrap();
     }
 }

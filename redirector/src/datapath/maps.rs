@@ -3,14 +3,18 @@
 
 use std::path::Path;
 
-use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray};
+use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use redirector_common::{
-    Assignment, CONNTRACK, DOWN_MEMBERS, DownMark, Endpoint, FlowKey, MEMBER_PORTS, MEMBER_VIPS,
-    MemberVip, REVERSE_NAT, ReplyTarget, ReverseKey, SERVICES, STATS, Stat, TrackedFlow, VIP_PORTS,
-    filter_bit,
+    Assignment, CONNTRACK, CONNTRACK_MAP, DOWN_MEMBERS, DOWN_MEMBERS_MAP, DownMark, Endpoint,
+    FlowKey, MEMBER_PORTS, MEMBER_PORTS_MAP, MEMBER_VIPS, MEMBER_VIPS_MAP, MemberVip, REVERSE_NAT,
+    REVERSE_NAT_MAP, ReplyTarget, ReverseKey, SERVICES, SERVICES_MAP, STATS, STATS_MAP, Stat,
+    TrackedFlow, VIP_PORTS, VIP_PORTS_MAP, filter_bit,
 };
 
-use super::DatapathError;
+use super::{
+    DatapathError,
+    pinned::{map_err, open_typed},
+};
 
 /// One `SERVICES` entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,46 +57,18 @@ pub struct Maps {
     member_ports: Array<MapData, u32>,
 }
 
-fn open(pin_path: &Path, name: &'static str) -> Result<Map, DatapathError> {
-    let path = pin_path.join("maps").join(name);
-    if !path.exists() {
-        return Err(DatapathError::NotLoaded {
-            path: pin_path.into(),
-        });
-    }
-    let data = MapData::from_pin(&path).map_err(|source| DatapathError::Map {
-        map: name,
-        source: Box::new(source),
-    })?;
-    Map::from_map_data(data).map_err(|source| DatapathError::Map {
-        map: name,
-        source: Box::new(source),
-    })
-}
-
-macro_rules! typed {
-    ($pin:expr, $name:expr) => {
-        open($pin, $name)?
-            .try_into()
-            .map_err(|source| DatapathError::Map {
-                map: $name,
-                source: Box::new(source),
-            })?
-    };
-}
-
 impl Maps {
     /// Opens the maps pinned under `pin_path`.
     pub fn open(pin_path: &Path) -> Result<Self, DatapathError> {
         Ok(Self {
-            services: typed!(pin_path, SERVICES),
-            conntrack: typed!(pin_path, CONNTRACK),
-            reverse: typed!(pin_path, REVERSE_NAT),
-            down: typed!(pin_path, DOWN_MEMBERS),
-            member_vips: typed!(pin_path, MEMBER_VIPS),
-            stats: typed!(pin_path, STATS),
-            vip_ports: typed!(pin_path, VIP_PORTS),
-            member_ports: typed!(pin_path, MEMBER_PORTS),
+            services: open_typed(pin_path, &SERVICES_MAP)?,
+            conntrack: open_typed(pin_path, &CONNTRACK_MAP)?,
+            reverse: open_typed(pin_path, &REVERSE_NAT_MAP)?,
+            down: open_typed(pin_path, &DOWN_MEMBERS_MAP)?,
+            member_vips: open_typed(pin_path, &MEMBER_VIPS_MAP)?,
+            stats: open_typed(pin_path, &STATS_MAP)?,
+            vip_ports: open_typed(pin_path, &VIP_PORTS_MAP)?,
+            member_ports: open_typed(pin_path, &MEMBER_PORTS_MAP)?,
         })
     }
 
@@ -118,14 +94,10 @@ impl Maps {
             (&mut self.member_ports, MEMBER_PORTS, member),
         ] {
             let port = u32::from(ep.port());
-            let map_err = |source| DatapathError::Map {
-                map: name,
-                source: Box::new(source),
-            };
-            let bits = map.get(&port, 0).map_err(map_err)?;
+            let bits = map.get(&port, 0).map_err(map_err(name))?;
             let bit = filter_bit(ep.addr_words());
             if bits & bit == 0 {
-                map.set(port, bits | bit, 0).map_err(map_err)?;
+                map.set(port, bits | bit, 0).map_err(map_err(name))?;
             }
         }
         Ok(())
@@ -151,10 +123,7 @@ impl Maps {
         };
         self.services
             .insert(vip, value, 0)
-            .map_err(|source| DatapathError::Map {
-                map: SERVICES,
-                source: Box::new(source),
-            })?;
+            .map_err(map_err(SERVICES))?;
         Ok(generation)
     }
 
@@ -181,10 +150,7 @@ impl Maps {
     pub fn mark_down(&mut self, member: Endpoint, reason: u32) -> Result<(), DatapathError> {
         self.down
             .insert(member, DownMark { reason }, 0)
-            .map_err(|source| DatapathError::Map {
-                map: DOWN_MEMBERS,
-                source: Box::new(source),
-            })
+            .map_err(map_err(DOWN_MEMBERS))
     }
 
     /// Clears the down mark. Returns whether there was one.
@@ -233,10 +199,7 @@ impl Maps {
     ) -> Result<(), DatapathError> {
         self.member_vips
             .insert(member, MemberVip { vip, vips }, 0)
-            .map_err(|source| DatapathError::Map {
-                map: MEMBER_VIPS,
-                source: Box::new(source),
-            })
+            .map_err(map_err(MEMBER_VIPS))
     }
 
     /// Forgets `member` in `MEMBER_VIPS`. Returns whether it was there.
@@ -252,13 +215,7 @@ impl Maps {
     pub fn stats(&self) -> Result<Stats, DatapathError> {
         let mut out = Stats::default();
         for stat in Stat::ALL {
-            let per_cpu =
-                self.stats
-                    .get(&(stat as u32), 0)
-                    .map_err(|source| DatapathError::Map {
-                        map: STATS,
-                        source: Box::new(source),
-                    })?;
+            let per_cpu = self.stats.get(&(stat as u32), 0).map_err(map_err(STATS))?;
             out.0[stat as usize] = per_cpu.iter().sum();
         }
         Ok(out)
@@ -272,10 +229,7 @@ fn not_found_is_none<V>(
     match r {
         Ok(v) => Ok(Some(v)),
         Err(MapError::KeyNotFound) => Ok(None),
-        Err(source) => Err(DatapathError::Map {
-            map,
-            source: Box::new(source),
-        }),
+        Err(source) => Err(map_err(map)(source)),
     }
 }
 
@@ -294,12 +248,7 @@ fn collect<K, V, T>(
             Ok((k, v)) => out.push(f(k, v)),
             // An entry deleted (or LRU-evicted) while we walked: skip it.
             Err(MapError::KeyNotFound) => {}
-            Err(source) => {
-                return Err(DatapathError::Map {
-                    map,
-                    source: Box::new(source),
-                });
-            }
+            Err(source) => return Err(map_err(map)(source)),
         }
     }
     Ok(out)

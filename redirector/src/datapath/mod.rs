@@ -9,12 +9,13 @@ mod error;
 mod flow_table;
 mod loader;
 mod maps;
+mod pinned;
 pub mod system;
 
 pub use error::DatapathError;
 pub use flow_table::{FlowTable, Lifetimes, Sweep, Verdict, verdict};
 pub use loader::{
-    Attachment, BASELINE_OBJECT, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode,
-    Options, XDP_PROGRAM, load_programs, pins_exist, teardown,
+    Attachment, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode, Options, XDP_PROGRAM,
+    load_programs, pins_exist, teardown,
 };
 pub use maps::{FlowEntry, Maps, ServiceEntry, Stats};

@@ -4,6 +4,8 @@
 
 use std::{ffi::CString, path::Path};
 
+use aya::util::KernelVersion;
+
 use super::DatapathError;
 
 pub const CAP_NET_ADMIN: u32 = 12;
@@ -144,18 +146,22 @@ pub fn ensure_bpffs(pin_path: &Path) -> Result<(), DatapathError> {
     }
 }
 
-/// Parses "6.18.44-foo" into (6, 18).
-pub fn kernel_major_minor(release: &str) -> Option<(u32, u32)> {
-    let mut it = release.split(|c: char| !c.is_ascii_digit());
-    Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-}
+/// The oldest kernel with TCX, which every TC attachment here uses: added
+/// in Linux 6.6 by commit e420bed02507 ("bpf: Add fd-based tcx multi-prog
+/// infra with link support"). The guard can go when older kernels are out
+/// of scope for the loader's callers.
+pub const MIN_KERNEL: KernelVersion = KernelVersion::new(6, 6, 0);
 
+/// Refuses a kernel older than [`MIN_KERNEL`], or one whose version
+/// cannot be read.
 pub fn check_kernel() -> Result<(), DatapathError> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    match kernel_major_minor(release.trim()) {
-        Some(v) if v >= (6, 6) => Ok(()),
-        _ => Err(DatapathError::KernelTooOld {
-            found: release.trim().to_string(),
+    match KernelVersion::current() {
+        Ok(v) if v >= MIN_KERNEL => Ok(()),
+        Ok(v) => Err(DatapathError::KernelTooOld {
+            found: v.to_string(),
+        }),
+        Err(e) => Err(DatapathError::KernelTooOld {
+            found: format!("of unknown version ({e})"),
         }),
     }
 }
@@ -186,10 +192,11 @@ mod tests {
     }
 
     #[test]
-    fn parses_kernel_release() {
-        assert_eq!(kernel_major_minor("6.18.44-fc-v669"), Some((6, 18)));
-        assert_eq!(kernel_major_minor("5.4.0"), Some((5, 4)));
-        assert_eq!(kernel_major_minor("garbage"), None);
+    fn tcx_kernels_pass_and_older_ones_do_not() {
+        assert!(KernelVersion::new(6, 18, 44) >= MIN_KERNEL);
+        assert!(KernelVersion::new(6, 6, 0) >= MIN_KERNEL);
+        assert!(KernelVersion::new(6, 5, 255) < MIN_KERNEL);
+        assert!(KernelVersion::new(5, 4, 0) < MIN_KERNEL);
     }
 
     #[test]

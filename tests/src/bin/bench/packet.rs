@@ -17,15 +17,18 @@ use aya::{
     Ebpf,
     programs::{SchedClassifier, Xdp},
 };
-use redirector::datapath::{
-    BASELINE_OBJECT, EGRESS_PROGRAM, INGRESS_PROGRAM, Maps, XDP_PROGRAM, load_programs,
-};
+use redirector::datapath::{EGRESS_PROGRAM, INGRESS_PROGRAM, Maps, XDP_PROGRAM, load_programs};
 use redirector_common::{
     Endpoint,
     builder::tcp_frame,
     parse::{TCP_ACK, TCP_SYN},
 };
 use redirector_tests::{netns::NetNs, pins::PinDir, testrun, unique};
+
+/// Empty programs of the same types (`baseline_tc`, `baseline_xdp`), built
+/// by `tests/build.rs` from `tests/baseline-ebpf`: the zero point of the
+/// per-packet costs. Only the bench embeds them.
+static BASELINE_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/baseline"));
 
 const PSH: u8 = 0x08;
 

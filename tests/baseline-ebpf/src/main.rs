@@ -1,6 +1,7 @@
 //! Empty TC and XDP programs. `cargo xtask bench` runs them under
 //! BPF_PROG_TEST_RUN beside the real ones and reports our cost as the
-//! difference, so the harness's own per-run overhead cancels out.
+//! difference, so the harness's own per-run overhead cancels out. Only the
+//! tests crate embeds them (`tests/build.rs`); the product does not.
 #![no_std]
 #![no_main]
 
