@@ -3,7 +3,9 @@
 //! directories, and a minimal RESP client. Every resource is released on
 //! Drop, so a failing test leaves nothing behind.
 //!
-//! The tests themselves are in `src/tests/` and need root.
+//! The tests themselves are in `src/tests/`. Those that need root say so
+//! with `#[ignore = "needs root: …"]`, so a plain `cargo test` passes as
+//! any user; `cargo xtask test` runs them all as root (`--include-ignored`).
 
 pub mod daemon;
 pub mod netns;

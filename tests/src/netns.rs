@@ -9,7 +9,11 @@ pub struct NetNs {
 }
 
 impl NetNs {
+    /// Creates the namespace; panics first, saying how to run the test,
+    /// when not root (such tests are `#[ignore = "needs root: …"]` and get
+    /// here only through `--include-ignored`).
     pub fn new(name: &str) -> Self {
+        require_root("network namespaces");
         sh(&["ip", "netns", "add", name]);
         let ns = Self { name: name.into() };
         ns.exec(&["ip", "link", "set", "lo", "up"]);
@@ -43,6 +47,18 @@ impl NetNs {
         .join()
         .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
+}
+
+/// Panics with how to run the test if this process is not root; `what`
+/// names what the test needs root for.
+pub fn require_root(what: &str) {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root ({what}): run `cargo xtask test` or \
+         `cargo test -- --include-ignored` as root"
+    );
 }
 
 /// Moves the calling thread into the network namespace at `path`.

@@ -26,8 +26,10 @@ enum Task {
     /// Install missing apt packages, the nightly rust-src component and
     /// bpf-linker, and mount bpffs. Idempotent; says what it did.
     Setup,
-    /// Run setup, build, and every test (unit, kernel packet, namespace
-    /// end to end); print "N passed, N failed".
+    /// Run setup, build, fmt and clippy checks, and every test (unit,
+    /// kernel packet, namespace end to end; the root-only ones with
+    /// `--include-ignored`); print "N passed, N failed" (and "N ignored"
+    /// if any test was still skipped).
     Test {
         /// Extra arguments for `cargo test` test filtering (e.g. a test name).
         filter: Option<String>,

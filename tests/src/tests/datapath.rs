@@ -111,6 +111,7 @@ fn failover_story(family: Family, ingress: IngressMode, tx_offload: bool) {
 macro_rules! story {
     ($($name:ident: $family:expr, $ingress:expr, $offload:expr;)+) => {$(
         #[test]
+        #[ignore = "needs root: network namespaces and attached BPF programs"]
         fn $name() {
             failover_story($family, $ingress, $offload);
         }
@@ -129,6 +130,7 @@ story! {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and attached BPF programs"]
 fn traffic_follows_the_fib_next_hop_when_forwarding_is_enabled() {
     let t = Topology::new(false);
     t.app
@@ -145,6 +147,7 @@ fn traffic_follows_the_fib_next_hop_when_forwarding_is_enabled() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and attached BPF programs"]
 fn restarted_loader_adopts_links_and_keeps_open_connections() {
     let t = Topology::new(true);
     let mut dp = load(&t, IngressMode::Auto);
@@ -198,6 +201,7 @@ fn restarted_loader_adopts_links_and_keeps_open_connections() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and BPF programs"]
 fn load_names_a_missing_interface() {
     let t = Topology::new(true);
     let opts = Options {
@@ -213,6 +217,7 @@ fn load_names_a_missing_interface() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and attached BPF programs"]
 fn everything_is_removed_even_when_a_test_panics() {
     struct Seen {
         namespaces: Vec<String>,

@@ -117,6 +117,7 @@ pub(super) fn assert_failover_recorded(d: &DaemonProc) {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn member_process_killed_fails_over() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -127,6 +128,7 @@ fn member_process_killed_fails_over() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn member_hung_with_sigstop_fails_over() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -137,6 +139,7 @@ fn member_hung_with_sigstop_fails_over() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn member_link_down_fails_over() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -146,6 +149,7 @@ fn member_link_down_fails_over() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn member_silently_dropping_packets_fails_over_and_open_connection_fails_fast() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -172,6 +176,7 @@ fn member_silently_dropping_packets_fails_over_and_open_connection_fails_fast() 
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn flapping_member_causes_a_bounded_number_of_flips() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -215,6 +220,7 @@ fn flapping_member_causes_a_bounded_number_of_flips() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn all_members_down_fails_static_then_recovers() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -253,6 +259,7 @@ fn all_members_down_fails_static_then_recovers() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn automatic_failback_after_delay_brings_pooled_clients_back() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -282,6 +289,7 @@ fn automatic_failback_after_delay_brings_pooled_clients_back() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn manual_failback_waits_for_the_operator() {
     let mut t = Topology::new(true);
     let d = started(
@@ -305,6 +313,7 @@ fn manual_failback_waits_for_the_operator() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn switchover_and_drain_move_traffic_and_release_returns() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -323,6 +332,7 @@ fn switchover_and_drain_move_traffic_and_release_returns() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn daemon_killed_under_load_loses_no_request_and_restart_adopts_state() {
     let t = Arc::new(Topology::new(true));
     let mut d = started(&t, &default_config());
@@ -377,6 +387,7 @@ fn daemon_killed_under_load_loses_no_request_and_restart_adopts_state() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn invalid_reload_is_rejected_and_the_old_config_keeps_serving() {
     let t = Topology::new(true);
     let mut d = started(&t, &default_config());
@@ -421,6 +432,7 @@ fn invalid_reload_is_rejected_and_the_old_config_keeps_serving() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn auth_protected_members_are_checked_and_a_wrong_password_is_reported() {
     let t = Topology::with_redis_args(true, &["--requirepass", "s3cret-pw"]);
     let dir = std::env::temp_dir().join(crate::unique("pw"));
@@ -486,6 +498,7 @@ pub(super) fn scrape_metrics(t: &Topology) -> String {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn metrics_endpoint_reports_health_active_member_and_flips() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -506,6 +519,7 @@ fn metrics_endpoint_reports_health_active_member_and_flips() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces, the daemon's BPF programs and setresuid"]
 fn admin_socket_refuses_a_peer_that_is_not_root() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -572,6 +586,7 @@ fn validate_names_file_line_and_field_and_cli_says_when_daemon_is_down() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces"]
 fn check_verb_runs_one_round_without_the_kernel() {
     let mut t = Topology::new(true);
     let dir = std::env::temp_dir().join(crate::unique("check"));

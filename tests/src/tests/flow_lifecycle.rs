@@ -63,6 +63,7 @@ fn each_ingress(test: fn(Net, Ingress)) {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn client_closing_first_leaves_both_maps_at_its_last_ack() {
     each_ingress(|n, via| {
         with_programs(move |h| {
@@ -92,6 +93,7 @@ fn client_closing_first_leaves_both_maps_at_its_last_ack() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn member_closing_first_leaves_both_maps_at_its_last_ack() {
     each_ingress(|n, via| {
         with_programs(move |h| {
@@ -118,6 +120,7 @@ fn member_closing_first_leaves_both_maps_at_its_last_ack() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn rst_from_either_side_removes_the_flow_after_translating_it() {
     each_ingress(|n, via| {
         with_programs(move |h| {
@@ -136,6 +139,7 @@ fn rst_from_either_side_removes_the_flow_after_translating_it() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn a_late_fin_of_an_unknown_flow_starts_closing_and_is_swept_not_kept_open() {
     both_families(|n| {
         with_programs(move |h| {
@@ -157,6 +161,7 @@ fn a_late_fin_of_an_unknown_flow_starts_closing_and_is_swept_not_kept_open() {
 /// keeps both entries. With LRU eviction as the only lifecycle, the idle
 /// flow is the coldest entry and goes first.
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn churn_of_short_connections_never_evicts_an_open_idle_flow() {
     with_programs(|h| {
         let n = super::packets::v4();
@@ -224,6 +229,7 @@ fn connect_through_lo(n: &Net) -> (socket2::Socket, std::net::TcpListener) {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn lost_reply_entry_is_recovered_only_for_a_socket_connected_to_the_one_vip() {
     each_ingress(|n, via| {
         with_programs(move |h| {
@@ -271,6 +277,7 @@ fn lost_reply_entry_is_recovered_only_for_a_socket_connected_to_the_one_vip() {
 /// last ACK never came after the close lifetime, and an open one only
 /// after the idle lifetime, both entries each time.
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn sweep_removes_closing_flows_after_close_and_open_ones_after_idle_lifetime() {
     use redirector::datapath::{FlowTable, Lifetimes, clock::Jiffies};
     with_programs(|h| {

@@ -37,6 +37,7 @@ fn read_until(s: &mut TcpStream, want: &str) -> Result<String, String> {
 /// end, so the LRU never has to evict the idle ones. Before the flow
 /// lifecycle, 0 of 20 subscribers got the message.
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn idle_subscribers_and_pooled_connection_survive_churn_of_short_connections() {
     let t = Topology::new(true);
     let cfg = default_config().replace(
@@ -142,6 +143,7 @@ fn idle_subscribers_and_pooled_connection_survive_churn_of_short_connections() {
 /// exec` gives it) mounts a private one, whose pins die with it: it must
 /// say so at start, and the host indeed sees no pins.
 #[test]
+#[ignore = "needs root: network and mount namespaces and the daemon's BPF programs"]
 fn daemon_warns_loudly_when_its_bpffs_is_private() {
     let t = Topology::new(true);
     let mut d = crate::daemon::DaemonProc::start_private_mounts(&t, &default_config());

@@ -70,6 +70,7 @@ fn kill_and_recover(t: &mut Topology, d: &DaemonProc) -> u64 {
 /// answers again, and failover is untouched meanwhile. Without the limits
 /// the connections were held forever and took the daemon's descriptors.
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn slowloris_on_metrics_holds_a_bounded_number_of_fds_and_failover_still_happens() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -156,6 +157,7 @@ fn fill_conntrack(t: &Topology, n: u32) {
 /// CONNTRACK on the decision thread (0.28 s at 250k flows) and
 /// detection-to-write grew to seconds.
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn scrape_and_status_storm_does_not_delay_failover() {
     let mut t = Topology::new(true);
     let cfg = default_config().replace("conntrack_entries = 16384", "conntrack_entries = 262144");
@@ -238,6 +240,7 @@ fn fails_over_with_stderr_on(stderr: Stdio, after_start: impl FnOnce()) {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn failover_goes_on_after_the_log_pipe_reader_goes_away() {
     let (read, write) = std::io::pipe().expect("pipe");
     let read: OwnedFd = read.into();
@@ -248,6 +251,7 @@ fn failover_goes_on_after_the_log_pipe_reader_goes_away() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn failover_goes_on_with_stderr_on_a_full_disk() {
     let full = File::options()
         .write(true)
@@ -268,6 +272,7 @@ fn assert_refused_naming(out: &std::process::Output, d: &DaemonProc, what: &str)
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn a_second_daemon_on_the_same_config_is_refused_and_the_first_still_fails_over() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -281,6 +286,7 @@ fn a_second_daemon_on_the_same_config_is_refused_and_the_first_still_fails_over(
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn a_second_daemon_on_the_same_admin_socket_is_refused_and_the_socket_kept() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -307,6 +313,7 @@ fn a_second_daemon_on_the_same_admin_socket_is_refused_and_the_socket_kept() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn teardown_refuses_while_a_daemon_runs_and_works_after_it_stopped() {
     let t = Topology::new(true);
     let mut d = started(&t, &default_config());
@@ -368,6 +375,7 @@ fn flood(mut s: std::os::unix::net::UnixStream) -> String {
 const RSS_GROWTH_BOUND_KIB: u64 = 32 * 1024;
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn a_huge_admin_request_is_cut_off_and_failover_goes_on() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -386,6 +394,7 @@ fn a_huge_admin_request_is_cut_off_and_failover_goes_on() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn a_huge_request_from_a_non_root_peer_is_bounded_too() {
     use std::os::unix::fs::PermissionsExt as _;
     let t = Topology::new(true);
@@ -409,6 +418,7 @@ fn a_huge_request_from_a_non_root_peer_is_bounded_too() {
 }
 
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn an_idle_admin_connection_is_closed() {
     let t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -429,6 +439,7 @@ fn an_idle_admin_connection_is_closed() {
 /// over. Before, every changed service was stopped first, `status` showed
 /// no services and nothing failed over. `validate` refuses the same file.
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn reload_with_an_unreadable_secret_changes_nothing_and_failover_still_happens() {
     let mut t = Topology::new(true);
     let d = started(&t, &default_config());
@@ -472,6 +483,7 @@ fn code(t: &Topology, path: &'static str) -> Option<String> {
 /// /metrics show 5 deaths of `service:cache` running again, and a killed
 /// member is failed over to the restarted probe's member.
 #[test]
+#[ignore = "needs root: network namespaces and the daemon's BPF programs"]
 fn a_panicking_probe_task_is_restarted_reported_and_failover_goes_on() {
     let mut t = Topology::new(true);
     let d = DaemonProc::start_with_env(

@@ -107,6 +107,7 @@ fn expected(n: &Net, from: &Endpoint, kind: IcmpKind, sent: &[u8], got: &[u8]) -
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn frag_needed_and_packet_too_big_about_a_translated_flow_carry_the_vip_after_xdp_and_tc() {
     both_families(|n| {
         with_programs(move |h| {
@@ -142,6 +143,7 @@ fn frag_needed_and_packet_too_big_about_a_translated_flow_carry_the_vip_after_xd
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn error_sent_by_the_member_itself_appears_to_come_from_the_vip() {
     both_families(|n| {
         with_programs(move |h| {
@@ -241,6 +243,7 @@ fn not_ours(n: &Net, sent: &[u8], translated: &[u8]) -> Vec<(String, Vec<u8>, bo
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn icmp_errors_about_other_flows_and_cut_short_ones_pass_byte_for_byte() {
     both_families(|n| {
         with_programs(move |h| {

@@ -74,6 +74,7 @@ fn malformed(n: &Net, good: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn tcp_with_bad_ip_length_or_data_offset_passes_untouched_as_malformed() {
     both_families(|n| {
         with_programs(move |h| {
@@ -108,6 +109,7 @@ fn tcp_with_bad_ip_length_or_data_offset_passes_untouched_as_malformed() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn tcp_with_ethernet_padding_or_options_is_still_translated() {
     both_families(|n| {
         with_programs(move |h| {

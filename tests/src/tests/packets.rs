@@ -132,6 +132,7 @@ pub(super) fn both_families(test: fn(Net)) {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn syn_to_vip_is_rewritten_to_active_member_with_valid_checksums() {
     both_families(|n| {
         with_programs(move |h| {
@@ -162,6 +163,7 @@ fn syn_to_vip_is_rewritten_to_active_member_with_valid_checksums() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn payload_packet_rewrite_keeps_payload_and_checksums() {
     both_families(|n| {
         with_programs(move |h| {
@@ -176,6 +178,7 @@ fn payload_packet_rewrite_keeps_payload_and_checksums() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn established_flow_stays_on_member_after_flip() {
     both_families(|n| {
         with_programs(move |h| {
@@ -194,6 +197,7 @@ fn established_flow_stays_on_member_after_flip() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn syn_reusing_a_source_port_takes_the_active_member() {
     both_families(|n| {
         with_programs(move |h| {
@@ -207,6 +211,7 @@ fn syn_reusing_a_source_port_takes_the_active_member() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn flow_on_down_member_is_steered_to_active_member() {
     both_families(|n| {
         with_programs(move |h| {
@@ -232,6 +237,7 @@ fn flow_on_down_member_is_steered_to_active_member() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn flow_on_down_active_member_is_not_steered_when_all_are_down() {
     both_families(|n| {
         with_programs(move |h| {
@@ -247,6 +253,7 @@ fn flow_on_down_active_member_is_not_steered_when_all_are_down() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn replies_are_rewritten_back_to_vip_by_tc_and_xdp() {
     both_families(|n| {
         with_programs(move |h| {
@@ -271,6 +278,7 @@ fn replies_are_rewritten_back_to_vip_by_tc_and_xdp() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn direct_syn_to_a_member_clears_an_old_vip_flows_reply_entry() {
     both_families(|n| {
         with_programs(move |h| {
@@ -357,6 +365,7 @@ fn not_ours(n: &Net) -> Vec<(&'static str, Vec<u8>)> {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn everything_not_ours_passes_byte_for_byte_unchanged() {
     both_families(|n| {
         with_programs(move |h| {
@@ -392,6 +401,7 @@ fn everything_not_ours_passes_byte_for_byte_unchanged() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN and veths in a network namespace"]
 fn egress_follows_the_fib_to_the_members_next_hop() {
     // fib0 is the interface the packet leaves by. East is routed via a
     // neighbour on fib1 (another interface: redirect), west via one on fib0
@@ -485,6 +495,7 @@ fn egress_follows_the_fib_to_the_members_next_hop() {
 }
 
 #[test]
+#[ignore = "needs root: BPF_PROG_TEST_RUN in a network namespace"]
 fn reloading_programs_adopts_pinned_state_without_reset() {
     let ns = NetNs::new(&unique("adopt"));
     let pins = PinDir::new("adopt");

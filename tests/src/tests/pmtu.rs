@@ -77,6 +77,7 @@ fn large_set_through_the_vip_over_a_narrow_hop(family: Family, ingress: IngressM
 macro_rules! pmtu {
     ($($name:ident: $family:expr, $ingress:expr;)+) => {$(
         #[test]
+        #[ignore = "needs root: network namespaces and attached BPF programs"]
         fn $name() {
             large_set_through_the_vip_over_a_narrow_hop($family, $ingress);
         }
