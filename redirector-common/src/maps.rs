@@ -273,12 +273,19 @@ mod pod {
     // byte arrays, and have no padding (see the size assertions above), so
     // every bit pattern is valid and none of their bytes is uninitialised.
     unsafe impl aya::Pod for super::Endpoint {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ReverseKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Assignment {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::DownMark {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::TrackedFlow {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ReplyTarget {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::MemberVip {}
 }
 

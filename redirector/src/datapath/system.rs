@@ -74,8 +74,9 @@ fn is_bpffs(dir: &Path) -> bool {
     let Ok(c) = CString::new(dir.as_os_str().as_encoded_bytes()) else {
         return false;
     };
-    // SAFETY: statfs writes into the zeroed struct we pass; c is valid.
+    // SAFETY: statfs is plain old data; all zeroes is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statfs writes into the struct we pass; c is a valid C string.
     let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
     rc == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }

@@ -117,9 +117,10 @@ impl Pacer {
         if fd < 0 {
             return Err(std::io::Error::last_os_error());
         }
-        // SAFETY: a fresh fd that nothing else owns; the OwnedFd keeps it
-        // open for as long as the AsyncFd holds it.
+        // SAFETY: a fresh fd that nothing else owns.
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: the OwnedFd keeps the fd open, and the same, for as long
+        // as the AsyncFd holds it.
         Ok(Self(unsafe { AsyncFd::register(owned) }?))
     }
 
