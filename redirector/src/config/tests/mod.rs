@@ -3,6 +3,7 @@
 
 mod checks;
 mod datapath_admin;
+mod observe;
 mod services;
 mod syntax;
 mod values;
