@@ -92,6 +92,13 @@ pub(super) fn started(t: &Topology, cfg: &str) -> DaemonProc {
     let d = DaemonProc::start(t, cfg);
     d.wait_active("cache", "east", BOUND);
     until_region(t, "east", BOUND);
+    // East confirmed Up: its first Up since start is behind us, so a later
+    // recovery waits failback_delay (cold start exempts only the first).
+    let start = Instant::now();
+    while d.status().services[0].members[0].health != Health::Up {
+        assert!(start.elapsed() < BOUND, "east never confirmed up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     d
 }
 
