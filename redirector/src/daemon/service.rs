@@ -177,6 +177,24 @@ async fn adopt(
     (adopted, false)
 }
 
+/// The machine's reactive policy from the config's.
+fn observe_policy(o: &config::Observe) -> crate::decide::Observe {
+    crate::decide::Observe {
+        mode: match o.mode {
+            config::ObserveMode::Off => crate::decide::ObserveMode::Off,
+            config::ObserveMode::Layer4 => crate::decide::ObserveMode::Layer4,
+            config::ObserveMode::Layer7 => crate::decide::ObserveMode::Layer7,
+        },
+        error_limit: o.error_limit,
+        on_error: match o.on_error {
+            config::OnError::Fastinter => crate::decide::OnError::Fastinter,
+            config::OnError::FailCheck => crate::decide::OnError::FailCheck,
+            config::OnError::SuddenDeath => crate::decide::OnError::SuddenDeath,
+            config::OnError::MarkDown => crate::decide::OnError::MarkDown,
+        },
+    }
+}
+
 /// Starts `cfg` with its members' `checkers` (from [`health::checkers`],
 /// built before anything changed), one per member in order.
 pub async fn start(
@@ -212,6 +230,12 @@ pub async fn start(
             config::OnFailover::Keep => crate::decide::OnFailover::Keep,
         },
         drain_timeout: cfg.drain_timeout,
+        settle: cfg
+            .check
+            .timeout
+            .saturating_mul(cfg.check.fall)
+            .saturating_add(cfg.check.interval),
+        observe: observe_policy(&cfg.check.observe),
     };
     let machine = ServiceMachine::new(
         policy,
@@ -220,6 +244,7 @@ pub async fn start(
             .map(|m| (m.name.clone(), m.priority))
             .collect(),
         adopted,
+        Instant::now(),
     );
     let (tx, rx) = mpsc::channel(256);
     let mut tasks = Vec::new();
