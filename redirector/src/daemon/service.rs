@@ -12,7 +12,7 @@ use std::{
 
 use redirector_common::{DOWN_DRAINED, DOWN_UNHEALTHY, Endpoint};
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     config,
-    decide::{Flip, Health, Policy, ServiceMachine, later},
+    decide::{Flip, Health, Policy, ServiceMachine, SignalCounts, later},
     health::{self, Outcome},
     metrics::{FlipLabels, Metrics, ServiceLabels},
     resolve::resolve,
@@ -75,6 +75,14 @@ pub enum Msg {
     },
     Status {
         reply: oneshot::Sender<ServiceStatus>,
+    },
+    /// Reactive signals about a member, seen by the data path in the
+    /// application's own traffic ([`super::signals`]).
+    Signal {
+        member: usize,
+        signals: SignalCounts,
+        /// When the kernel saw the last of them.
+        at: Instant,
     },
 }
 
@@ -249,6 +257,7 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(256);
     let mut tasks = Vec::new();
     let mut transition = Vec::new();
+    let wake: Vec<Arc<Notify>> = cfg.members.iter().map(|_| Arc::default()).collect();
     for ((i, m), checker) in cfg.members.iter().enumerate().zip(checkers) {
         let (ttx, trx) = watch::channel(true);
         transition.push(ttx);
@@ -261,6 +270,7 @@ pub async fn start(
             check: cfg.check.clone(),
             checker,
             confirming: trx,
+            wake: wake[i].clone(),
             tx: tx.clone(),
         })));
     }
@@ -276,6 +286,7 @@ pub async fn start(
             .map(|m| MemberMetrics::new(&shared.metrics, &cfg.name, &m.name))
             .collect(),
         transition,
+        wake,
         shared: shared.clone(),
         sent_down: None,
         hold_until_up,
@@ -316,6 +327,8 @@ struct ServiceTask {
     /// check).
     handles: Vec<MemberMetrics>,
     transition: Vec<watch::Sender<bool>>,
+    /// Per member: asks its probe loop for a probe now.
+    wake: Vec<Arc<Notify>>,
     shared: Shared,
     sent_down: Option<BTreeMap<Endpoint, u32>>,
     /// The data path's active member could not be read at start: write
@@ -352,6 +365,7 @@ impl ServiceTask {
                         let _ = reply.send(self.status());
                         false
                     }
+                    Some(Msg::Signal { member, signals, at }) => self.on_signal(member, signals, at).await,
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let flip = self.machine.on_tick(Instant::now());
@@ -422,6 +436,50 @@ impl ServiceTask {
             .send_if_modified(|t| std::mem::replace(t, transition) != transition);
         changed |= before != after || flip.is_some();
         self.apply(flip).await;
+        changed
+    }
+
+    /// Returns whether the member's health or the active member changed.
+    async fn on_signal(&mut self, member: usize, signals: SignalCounts, at: Instant) -> bool {
+        let name = &self.cfg.members[member].name;
+        for (kind, n) in signals.iter() {
+            self.shared
+                .metrics
+                .reactive_signals
+                .get_or_create(&crate::metrics::SignalLabels {
+                    service: self.cfg.name.clone(),
+                    member: name.clone(),
+                    kind: kind.as_str().into(),
+                })
+                .inc_by(u64::from(n));
+        }
+        let before = self.machine.members[member].health;
+        let outcome = self.machine.on_signal(member, signals, at);
+        let after = self.machine.members[member].health;
+        if outcome.probe_now {
+            self.wake[member].notify_one();
+        }
+        tracing::debug!(
+            service = self.cfg.name,
+            member = name,
+            signals = ?signals,
+            probe_now = outcome.probe_now,
+            "reactive signals"
+        );
+        if before != after {
+            tracing::info!(
+                service = self.cfg.name,
+                member = name,
+                health = ?after,
+                signals = ?signals,
+                "member health changed on reactive signals"
+            );
+        }
+        let transition = self.machine.members[member].in_transition();
+        self.transition[member]
+            .send_if_modified(|t| std::mem::replace(t, transition) != transition);
+        let changed = before != after || outcome.flip.is_some();
+        self.apply(outcome.flip).await;
         changed
     }
 
@@ -532,6 +590,12 @@ impl ServiceTask {
             first_failed_check_ms: f.first_failed_check.map(unix_ms),
             marked_down_ms: f.marked_down.map(unix_ms),
             map_written_ms: unix_ms(written),
+            signals: f
+                .signals
+                .iter()
+                .map(|(k, n)| (k.as_str().to_string(), u64::from(n)))
+                .collect(),
+            trigger: f.trigger.map(|t| t.as_str().to_string()),
         });
     }
 
