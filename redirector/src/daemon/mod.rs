@@ -9,6 +9,7 @@ pub mod flow_sweeper;
 pub mod map_store;
 pub mod probe;
 pub mod service;
+pub mod signals;
 pub mod supervise;
 pub mod tasks;
 pub mod writer;
@@ -157,6 +158,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         history: History::default(),
         tasks: tasks.clone(),
+        routes: signals::Routes::default(),
     };
     let endpoint = Arc::new(EndpointSource {
         writer: writer.clone(),

@@ -502,7 +502,11 @@ mod tests {
         s.started(a);
         s.started(b);
         s.signal(t0 + 101 * MS);
-        assert_eq!(s.due(&[a, b], true), None, "fall = 2 probes already in flight");
+        assert_eq!(
+            s.due(&[a, b], true),
+            None,
+            "fall = 2 probes already in flight"
+        );
     }
 
     #[test]

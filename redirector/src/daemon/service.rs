@@ -19,6 +19,7 @@ use tokio::{
 use super::{
     error::DaemonError,
     probe::{self, ProbeLoop, Report},
+    signals::{self, Routes},
     tasks::Tasks,
     writer::Writer,
 };
@@ -98,6 +99,8 @@ pub struct ServiceHandle {
     pub config: config::Service,
     pub tx: mpsc::Sender<Msg>,
     tasks: Vec<JoinHandle<()>>,
+    routes: Routes,
+    incarnation: u64,
 }
 
 impl ServiceHandle {
@@ -115,6 +118,7 @@ impl ServiceHandle {
 
 impl Drop for ServiceHandle {
     fn drop(&mut self) {
+        self.routes.remove(self.incarnation);
         for t in &self.tasks {
             t.abort();
         }
@@ -127,6 +131,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub history: History,
     pub tasks: Tasks,
+    /// Where reactive signals about each member endpoint go.
+    pub routes: Routes,
 }
 
 /// Each member's address now (`None`: the name does not resolve yet; the
@@ -255,6 +261,7 @@ pub async fn start(
         Instant::now(),
     );
     let (tx, rx) = mpsc::channel(256);
+    let incarnation = signals::incarnation();
     let mut tasks = Vec::new();
     let mut transition = Vec::new();
     let wake: Vec<Arc<Notify>> = cfg.members.iter().map(|_| Arc::default()).collect();
@@ -290,12 +297,16 @@ pub async fn start(
         shared: shared.clone(),
         sent_down: None,
         hold_until_up,
+        tx: tx.clone(),
+        incarnation,
     };
     tasks.push(tokio::spawn(task.run(rx)));
     ServiceHandle {
         config: cfg,
         tx,
         tasks,
+        routes: shared.routes.clone(),
+        incarnation,
     }
 }
 
@@ -329,6 +340,9 @@ struct ServiceTask {
     transition: Vec<watch::Sender<bool>>,
     /// Per member: asks its probe loop for a probe now.
     wake: Vec<Arc<Notify>>,
+    /// This task's own queue, for the signal routes.
+    tx: mpsc::Sender<Msg>,
+    incarnation: u64,
     shared: Shared,
     sent_down: Option<BTreeMap<Endpoint, u32>>,
     /// The data path's active member could not be read at start: write
@@ -338,6 +352,7 @@ struct ServiceTask {
 
 impl ServiceTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        self.route_signals();
         // Fresh start: serve at once on the preferred member (members are
         // Unknown, hence eligible); an adopted member is simply kept.
         let flip = self.machine.on_tick(Instant::now());
@@ -408,6 +423,7 @@ impl ServiceTask {
             if let Some(a) = addr {
                 self.shared.writer.members(self.vip, vec![a.into()]).await;
             }
+            self.route_signals();
             if self.machine.active == Some(member)
                 && let Some(a) = addr
                 && let Err(e) = self.shared.writer.set_active(self.vip, a.into()).await
@@ -437,6 +453,19 @@ impl ServiceTask {
         changed |= before != after || flip.is_some();
         self.apply(flip).await;
         changed
+    }
+
+    /// Signals about the members' current addresses come to this task.
+    fn route_signals(&self) {
+        self.shared.routes.set(
+            &self.cfg.name,
+            self.incarnation,
+            self.resolved
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.map(|a| (Endpoint::from(a), i))),
+            &self.tx,
+        );
     }
 
     /// Returns whether the member's health or the active member changed.
@@ -741,6 +770,7 @@ priority = 2
             metrics: metrics.clone(),
             history: History::default(),
             tasks: Tasks::new(Family::default()),
+            routes: Routes::default(),
         };
         // A previous daemon failed over to west; the entry cannot be read
         // when this one starts.
