@@ -174,10 +174,8 @@ mod tests {
             tv_nsec: 0,
         };
         // SAFETY: clock_gettime writes one timespec into the struct we pass.
-        assert_eq!(
-            unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) },
-            0
-        );
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        assert_eq!(rc, 0);
         let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
         let at = instant_of_ktime(ns - 30_000_000);
         let age = Instant::now().duration_since(at);
