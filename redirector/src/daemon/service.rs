@@ -352,7 +352,7 @@ struct ServiceTask {
 
 impl ServiceTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        self.route_signals();
+        self.route_signals().await;
         // Fresh start: serve at once on the preferred member (members are
         // Unknown, hence eligible); an adopted member is simply kept.
         let flip = self.machine.on_tick(Instant::now());
@@ -423,7 +423,7 @@ impl ServiceTask {
             if let Some(a) = addr {
                 self.shared.writer.members(self.vip, vec![a.into()]).await;
             }
-            self.route_signals();
+            self.route_signals().await;
             if self.machine.active == Some(member)
                 && let Some(a) = addr
                 && let Err(e) = self.shared.writer.set_active(self.vip, a.into()).await
@@ -456,16 +456,25 @@ impl ServiceTask {
     }
 
     /// Signals about the members' current addresses come to this task.
-    fn route_signals(&self) {
-        self.shared.routes.set(
-            &self.cfg.name,
-            self.incarnation,
-            self.resolved
-                .iter()
-                .enumerate()
-                .filter_map(|(i, a)| a.map(|a| (Endpoint::from(a), i))),
-            &self.tx,
-        );
+    /// The kernel counts their signals as the service's observe mode says.
+    async fn route_signals(&self) {
+        let members: Vec<(Endpoint, usize)> = self
+            .resolved
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.map(|a| (Endpoint::from(a), i)))
+            .collect();
+        self.shared
+            .routes
+            .set(&self.cfg.name, self.incarnation, members.clone(), &self.tx);
+        let flags = signals::observe_flags(self.cfg.check.observe.mode);
+        self.shared
+            .writer
+            .observe(
+                self.cfg.name.clone(),
+                members.into_iter().map(|(e, _)| (e, flags)).collect(),
+            )
+            .await;
     }
 
     /// Returns whether the member's health or the active member changed.

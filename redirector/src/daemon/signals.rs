@@ -8,15 +8,23 @@
 
 use std::{
     collections::HashMap,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use redirector_common::Endpoint;
-use tokio::sync::mpsc;
+use redirector_common::{
+    Endpoint,
+    signal::{OBSERVE_L4, OBSERVE_L7, SignalKind as KernelKind},
+};
+use tokio::{io::unix::AsyncFd, sync::mpsc};
 
 use super::service::Msg;
-use crate::decide::{SignalCounts, SignalKind};
+use crate::{
+    datapath::SignalEvents,
+    decide::{SignalCounts, SignalKind},
+    metrics::Metrics,
+};
 
 /// Which service member each observed endpoint is. Cheap to clone.
 #[derive(Clone, Default)]
@@ -108,19 +116,81 @@ impl Routes {
 
 /// Turns the kernel's cumulative per-kind counts into new signals.
 #[derive(Default)]
-pub struct Deltas(HashMap<(Endpoint, SignalKind), u32>);
+pub struct Deltas(HashMap<(Endpoint, SignalKind), u64>);
 
 impl Deltas {
     /// The signals of `kind` about `endpoint` since the last event, given
     /// the kernel's count now. The first event of an endpoint counts one
     /// (the one that woke us), not the whole history of a previous daemon;
     /// counts that did not move (a race with an earlier event) count one.
-    pub fn new_signals(&mut self, endpoint: Endpoint, kind: SignalKind, count: u32) -> u32 {
+    pub fn new_signals(&mut self, endpoint: Endpoint, kind: SignalKind, count: u64) -> u32 {
         let last = self.0.insert((endpoint, kind), count);
         match last {
-            Some(last) => count.wrapping_sub(last).max(1),
+            Some(last) => u32::try_from(count.saturating_sub(last))
+                .unwrap_or(u32::MAX)
+                .max(1),
             None => 1,
         }
+    }
+}
+
+/// The decision machine's name for a kernel signal kind.
+fn kind_of(kernel: KernelKind) -> SignalKind {
+    match kernel {
+        KernelKind::Refused => SignalKind::Refused,
+        KernelKind::Reset => SignalKind::Reset,
+        KernelKind::SynUnanswered => SignalKind::SynUnanswered,
+        KernelKind::Unreachable => SignalKind::Unreachable,
+        KernelKind::RedisError => SignalKind::RedisError,
+    }
+}
+
+/// The `OBSERVE_*` flags of a service's observe mode (none: not observed).
+pub fn observe_flags(mode: crate::config::ObserveMode) -> u32 {
+    match mode {
+        crate::config::ObserveMode::Off => 0,
+        crate::config::ObserveMode::Layer4 => OBSERVE_L4,
+        crate::config::ObserveMode::Layer7 => OBSERVE_L4 | OBSERVE_L7,
+    }
+}
+
+/// Reads the data path's signal events and hands them to the services
+/// until the task is aborted; returns (a death, reported and restarted by
+/// the supervisor) when the ring cannot be opened or read.
+pub async fn run(pin_path: PathBuf, routes: Routes, metrics: Arc<Metrics>) {
+    let ring = match SignalEvents::open(&pin_path) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %crate::error_chain::error_chain(&e), "cannot open the signal event ring; reactive signals are not read");
+            return;
+        }
+    };
+    let mut ring = match AsyncFd::new(ring) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot poll the signal event ring");
+            return;
+        }
+    };
+    let mut deltas = Deltas::default();
+    loop {
+        let mut guard = match ring.readable_mut().await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::error!(error = %e, "polling the signal event ring failed");
+                return;
+            }
+        };
+        while let Some(event) = guard.get_inner_mut().next_event() {
+            let Some(kind) = KernelKind::from_u32(event.kind).map(kind_of) else {
+                continue;
+            };
+            let n = deltas.new_signals(event.member, kind, event.count);
+            let at = instant_of_ktime(event.at_ns);
+            let dropped = routes.deliver(&event.member, SignalCounts::of(kind, n), at);
+            metrics.reactive_events_dropped.inc_by(dropped as u64);
+        }
+        guard.clear_ready();
     }
 }
 
@@ -161,10 +231,7 @@ mod tests {
         assert_eq!(d.new_signals(east, SignalKind::Refused, 43), 3);
         assert_eq!(d.new_signals(east, SignalKind::Refused, 43), 1);
         assert_eq!(d.new_signals(east, SignalKind::Reset, 7), 1, "kinds apart");
-        assert_eq!(
-            d.new_signals(east, SignalKind::Refused, 2),
-            2u32.wrapping_sub(43)
-        );
+        assert_eq!(d.new_signals(east, SignalKind::Refused, 2), 1, "entry recreated");
     }
 
     #[test]
