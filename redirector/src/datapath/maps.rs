@@ -262,8 +262,15 @@ fn not_found_is_none<V>(
     }
 }
 
+/// Whether a delete removed something. aya reports a missing key of a
+/// delete as the syscall's ENOENT, not as `KeyNotFound`.
 fn removed(r: Result<(), MapError>, map: &'static str) -> Result<bool, DatapathError> {
-    not_found_is_none(r, map).map(|o| o.is_some())
+    match r {
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(false)
+        }
+        r => not_found_is_none(r, map).map(|o| o.is_some()),
+    }
 }
 
 fn collect<K, V, T>(

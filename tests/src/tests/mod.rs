@@ -8,3 +8,4 @@ mod icmp;
 mod lengths;
 mod packets;
 mod pmtu;
+mod signals;
