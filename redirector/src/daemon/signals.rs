@@ -165,7 +165,9 @@ pub async fn run(pin_path: PathBuf, routes: Routes, metrics: Arc<Metrics>) {
             return;
         }
     };
-    let mut ring = match AsyncFd::new(ring) {
+    // SAFETY: the ring owns its map fd and keeps it open, and the same, for
+    // as long as the AsyncFd holds the ring.
+    let mut ring = match unsafe { AsyncFd::register(ring) } {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "cannot poll the signal event ring");
@@ -231,7 +233,11 @@ mod tests {
         assert_eq!(d.new_signals(east, SignalKind::Refused, 43), 3);
         assert_eq!(d.new_signals(east, SignalKind::Refused, 43), 1);
         assert_eq!(d.new_signals(east, SignalKind::Reset, 7), 1, "kinds apart");
-        assert_eq!(d.new_signals(east, SignalKind::Refused, 2), 1, "entry recreated");
+        assert_eq!(
+            d.new_signals(east, SignalKind::Refused, 2),
+            1,
+            "entry recreated"
+        );
     }
 
     #[test]

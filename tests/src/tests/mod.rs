@@ -9,3 +9,4 @@ mod lengths;
 mod packets;
 mod pmtu;
 mod reactive;
+mod signals;

@@ -10,10 +10,13 @@ use crate::topology::Topology;
 /// TCP checks 30 s apart (no kept connection whose loss would probe
 /// early), confirmed by one result, failed by two.
 fn slow_checks(observe: &str) -> String {
-    config("failback = \"manual\"", &format!("kind = \"tcp\"\n{observe}"))
-        .replace("interval = \"250ms\"", "interval = \"30s\"")
-        .replace("fast_interval = \"50ms\"", "fast_interval = \"30s\"")
-        .replace("rise = 3", "rise = 1")
+    config(
+        "failback = \"manual\"",
+        &format!("kind = \"tcp\"\n{observe}"),
+    )
+    .replace("interval = \"250ms\"", "interval = \"30s\"")
+    .replace("fast_interval = \"50ms\"", "fast_interval = \"30s\"")
+    .replace("rise = 3", "rise = 1")
 }
 
 #[test]
@@ -35,9 +38,11 @@ fn killed_member_with_live_traffic_fails_over_on_the_first_refused_syn() {
     );
     let metrics = scrape_metrics(&t);
     assert!(
-        metrics.lines().any(|l| l.starts_with("redirector_reactive_signals_total")
-            && l.contains("member=\"east\"")
-            && l.contains("kind=\"refused\"")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("redirector_reactive_signals_total")
+                && l.contains("member=\"east\"")
+                && l.contains("kind=\"refused\"")),
         "no refused signal in /metrics:\n{metrics}"
     );
 }
@@ -56,5 +61,9 @@ fn with_observe_off_a_killed_member_waits_for_the_scheduled_checks() {
     }
     let s = d.status();
     assert_eq!(s.services[0].active.as_deref(), Some("east"));
-    assert!(d.history().iter().all(|f| f.to != "west"), "{:?}", d.history());
+    assert!(
+        d.history().iter().all(|f| f.to != "west"),
+        "{:?}",
+        d.history()
+    );
 }
