@@ -95,6 +95,7 @@ pub mod fake {
     pub enum Op {
         Active,
         MarkUp,
+        SetActive,
     }
 
     #[derive(Debug, Default)]
@@ -139,6 +140,7 @@ pub mod fake {
 
     impl MapStore for FakeMaps {
         fn set_active(&mut self, vip: Endpoint, member: Endpoint) -> Result<(), DatapathError> {
+            self.check(Op::SetActive)?;
             let mut s = self.state();
             s.services.insert(vip, member);
             s.writes.push((vip, member));

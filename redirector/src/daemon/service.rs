@@ -580,12 +580,16 @@ impl ServiceTask {
                 member = to.name,
                 "cannot switch: member address unresolved"
             );
+            self.machine.active = f.from;
             return;
         };
         let written = match self.shared.writer.set_active(self.vip, addr.into()).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(service = self.cfg.name, error = %e, "map write failed");
+                tracing::error!(service = self.cfg.name, error = %e, "map write failed; retried at the next check");
+                // The data path still points where it did: so does the
+                // machine, whose next evaluation makes the same flip again.
+                self.machine.active = f.from;
                 return;
             }
         };
@@ -766,6 +770,53 @@ priority = 2
         }
     }
 
+    fn service_under_test(maps: &FakeMaps) -> (config::Service, Shared, Arc<Metrics>) {
+        let cfg = config::parse(CONFIG, std::path::Path::new("test.toml"))
+            .unwrap()
+            .services
+            .remove(0);
+        let metrics = Metrics::new();
+        let shared = Shared {
+            writer: Writer::spawn(maps.clone(), metrics.map_errors.clone()).unwrap(),
+            metrics: metrics.clone(),
+            history: History::default(),
+            tasks: Tasks::new(Family::default()),
+            routes: Routes::default(),
+        };
+        (cfg, shared, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_failed_map_write_is_made_again_at_the_next_check() {
+        let maps = FakeMaps::default();
+        let (cfg, shared, metrics) = service_under_test(&maps);
+        let vip = Endpoint::from(cfg.vip);
+        maps.fail(Op::SetActive, 1);
+        let up = Arc::new(AtomicBool::new(true));
+        let checkers: Vec<Box<dyn health::Checker>> =
+            vec![Box::new(Switch(up.clone())), Box::new(Switch(up.clone()))];
+        let _service = start(cfg, checkers, &shared).await;
+        let east = Endpoint::from("198.18.1.10:6379".parse::<SocketAddr>().unwrap());
+        for _ in 0..200 {
+            if !maps.state().writes.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            maps.state().writes.first(),
+            Some(&(vip, east)),
+            "the failed write was never made again"
+        );
+        let failed = metrics
+            .map_errors
+            .get_or_create(&crate::metrics::MapOpLabels {
+                op: "set_active".into(),
+            })
+            .get();
+        assert_eq!(failed, 1);
+    }
+
     #[tokio::test]
     async fn an_unreadable_active_entry_is_not_overwritten_until_a_member_is_confirmed_up() {
         let cfg = config::parse(CONFIG, std::path::Path::new("test.toml"))
@@ -787,9 +838,11 @@ priority = 2
         let west = Endpoint::from("198.18.2.10:6379".parse::<SocketAddr>().unwrap());
         maps.state().services.insert(vip, west);
         maps.fail(Op::Active, 1);
+        // Only east recovers: the first member confirmed Up is east.
         let up = Arc::new(AtomicBool::new(false));
+        let west_up = Arc::new(AtomicBool::new(false));
         let checkers: Vec<Box<dyn health::Checker>> =
-            vec![Box::new(Switch(up.clone())), Box::new(Switch(up.clone()))];
+            vec![Box::new(Switch(up.clone())), Box::new(Switch(west_up))];
         let _service = start(cfg, checkers, &shared).await;
 
         // Both members fail their checks for a while: nothing is written.
