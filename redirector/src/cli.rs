@@ -481,7 +481,7 @@ mod tests {
             signals: [("refused".to_string(), 2), ("reset".to_string(), 1)].into(),
             trigger: Some("checks".into()),
         };
-        let text = format_history(&[r.clone()]);
+        let text = format_history(std::slice::from_ref(&r));
         assert!(
             text.contains("checks; signals: refused x2, reset x1"),
             "{text}"
