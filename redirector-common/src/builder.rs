@@ -300,6 +300,30 @@ mod tests {
     }
 
     #[test]
+    fn payload_off_follows_tcp_options_and_len_ignores_padding() {
+        let (c, v) = (v4([198, 18, 0, 2], 40000), v4([198, 18, 0, 100], 6379));
+        let f = tcp_frame(&c, &v, TCP_ACK, b"-LOADING x\r\n");
+        let p = parse_tcp(&f[..]).unwrap();
+        assert_eq!((p.payload_off, p.payload_len), (54, 12));
+        // 12 option bytes (NOPs): data offset 8, IP length 12 more.
+        let mut o = f.clone();
+        o.splice(54..54, [1u8; 12]);
+        o[ETH_LEN + 2..ETH_LEN + 4].copy_from_slice(&(20u16 + 32 + 12).to_be_bytes());
+        o[ETH_LEN + IPV4_LEN + 12] = 8 << 4;
+        let p = parse_tcp(&o[..]).unwrap();
+        assert_eq!((p.payload_off, p.payload_len), (66, 12));
+        let off = p.payload_off as usize;
+        assert_eq!(&o[off..off + 8], b"-LOADING");
+        // Ethernet padding of a short frame is no payload.
+        let mut padded = tcp_frame(&c, &v, TCP_ACK, b"-");
+        padded.resize(60, 0);
+        assert_eq!(parse_tcp(&padded[..]).unwrap().payload_len, 1);
+        let f6 = tcp_frame(&v6(2, 40000), &v6(100, 6379), TCP_ACK, b"");
+        let p = parse_tcp(&f6[..]).unwrap();
+        assert_eq!((p.payload_off, p.payload_len), (74, 0));
+    }
+
+    #[test]
     fn syn_ack_is_not_a_new_connection() {
         let f = tcp_frame(
             &v4([1, 1, 1, 1], 1),

@@ -24,6 +24,24 @@ pub const FIN_FROM_MEMBER: u32 = 2;
 /// Both sides sent a FIN: the next ACK without FIN ends the flow.
 pub const FLOW_CLOSING: u32 = FIN_FROM_CLIENT | FIN_FROM_MEMBER;
 
+/// Reply-entry mark (`ReplyTarget::state` only): pinned by a SYN, no reply
+/// from the member yet. An RST now refuses the connection; the first other
+/// reply clears it. Never in `TrackedFlow::state`.
+pub const REPLY_OPENING: u32 = 4;
+/// Reply-entry mark: pinned by steering or after a flow miss, so the
+/// member may rightly not know the flow and an RST blames nobody (DESIGN:
+/// steered flows get an RST from the active member on purpose).
+pub const REPLY_REPINNED: u32 = 8;
+/// Both marks: masked off before [`step`], which sees close bits only.
+pub const REPLY_MARKS: u32 = REPLY_OPENING | REPLY_REPINNED;
+
+/// The close state of a reply entry's `state`, without the marks: what
+/// [`step`] and [`is_plain`] take.
+#[inline(always)]
+pub const fn unmarked(state: u32) -> u32 {
+    state & !REPLY_MARKS
+}
+
 /// What a packet does to its flow's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -152,6 +170,23 @@ mod tests {
         assert_eq!(run(&[(C, ACK), (M, TCP_RST)]), Err((1, End::Reset)));
         assert_eq!(run(&[(C, TCP_RST | ACK)]), Err((0, End::Reset)));
         assert_eq!(run(&[(C, FIN_ACK), (C, TCP_RST)]), Err((1, End::Reset)));
+    }
+
+    #[test]
+    fn reply_marks_never_reach_step_and_closing_still_ends() {
+        for mark in [REPLY_OPENING, REPLY_REPINNED, REPLY_MARKS] {
+            assert!(!is_plain(mark, ACK), "a marked entry takes the slow path");
+            assert!(is_plain(unmarked(mark), ACK), "unmarked it is open");
+            let closing = FLOW_CLOSING | mark;
+            assert_eq!(step(unmarked(closing), ACK, M), Step::End(End::Closed));
+            assert_eq!(
+                step(unmarked(mark | C), FIN_ACK, M),
+                Step::Set(FLOW_CLOSING)
+            );
+            assert_eq!(unmarked(closing) & REPLY_MARKS, 0);
+        }
+        // The marks never collide with the close bits.
+        assert_eq!(REPLY_MARKS & FLOW_CLOSING, 0);
     }
 
     #[test]

@@ -119,6 +119,23 @@ pub struct IcmpError {
     pub client: Endpoint,
     /// The embedded destination: the member we translated the packet to.
     pub member: Endpoint,
+    /// A destination unreachable that says the member cannot be reached
+    /// ([`is_unreachable`]); false for errors about the path.
+    pub unreachable: bool,
+}
+
+/// Whether an ICMP (`v4`) or ICMPv6 error of `kind`/`code` says the
+/// destination cannot be reached: IPv4 destination unreachable of any
+/// code but fragmentation needed, ICMPv6 destination unreachable of any
+/// code. Fragmentation needed, packet too big and time exceeded describe
+/// the path (an MTU, a routing loop), not the member.
+#[inline(always)]
+pub const fn is_unreachable(v4: bool, kind: u8, code: u8) -> bool {
+    if v4 {
+        kind == ICMP_DEST_UNREACH && code != ICMP_FRAG_NEEDED
+    } else {
+        kind == ICMPV6_DEST_UNREACH
+    }
 }
 
 impl IcmpError {
@@ -176,6 +193,7 @@ pub fn parse_icmp_error<P: Packet + ?Sized>(
         Ok(IcmpError {
             client: Endpoint::tcp_v4(inner.src, e.tcp.src_port),
             member: Endpoint::tcp_v4(inner.dst, e.tcp.dst_port),
+            unreachable: is_unreachable(true, e.icmp.kind, e.icmp.code),
         })
     } else if eth.ether_type == ETH_P_IPV6 {
         let ip: &Ipv6Hdr = pkt.ref_at(l3_off).ok_or(Skip::Truncated)?;
@@ -211,6 +229,7 @@ pub fn parse_icmp_error<P: Packet + ?Sized>(
         Ok(IcmpError {
             client: Endpoint::tcp_v6(inner.src, e.tcp.src_port),
             member: Endpoint::tcp_v6(inner.dst, e.tcp.dst_port),
+            unreachable: is_unreachable(false, e.icmp.kind, e.icmp.code),
         })
     } else {
         Err(Skip::NotIp)
@@ -555,6 +574,32 @@ mod tests {
             });
             assert_eq!(r, Err(Skip::Filtered));
             assert_eq!(seen, Some((n.member.port, n.member.addr_words())));
+        }
+    }
+
+    #[test]
+    fn unreachable_is_set_for_unreachable_codes_only() {
+        for n in nets() {
+            let v4 = n.vip.family == crate::maps::FAMILY_V4;
+            let mut cases = vec![];
+            if v4 {
+                for code in [0u8, 1, 2, 3, 9, 10, 13] {
+                    cases.push((IcmpKind::Other(ICMP_DEST_UNREACH, code), true));
+                }
+                cases.push((IcmpKind::FragNeeded(1280), false));
+                cases.push((IcmpKind::Other(ICMP_TIME_EXCEEDED, 0), false));
+            } else {
+                for code in [0u8, 1, 3, 4] {
+                    cases.push((IcmpKind::Other(ICMPV6_DEST_UNREACH, code), true));
+                }
+                cases.push((IcmpKind::PacketTooBig(1280), false));
+                cases.push((IcmpKind::Other(ICMPV6_TIME_EXCEED, 0), false));
+            }
+            for (kind, want) in cases {
+                let f = icmp_error_frame(&n.router, &n.client, kind, &sent(&n, &n.member), 100);
+                let e = parse_icmp_error(&f[..], |_, _| true).expect("parsed");
+                assert_eq!(e.unreachable, want, "{kind:?} (v4: {v4})");
+            }
         }
     }
 }

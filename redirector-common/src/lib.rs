@@ -12,6 +12,7 @@ pub mod icmp;
 pub mod maps;
 pub mod parse;
 pub mod schema;
+pub mod signal;
 pub mod stats;
 
 pub use maps::*;

@@ -210,6 +210,12 @@ pub struct TcpPacket {
     pub dst: Endpoint,
     /// TCP flag byte (`TCP_*`).
     pub flags: u8,
+    /// Offset of the TCP payload (after the options). `u16`s fit where
+    /// the struct had padding: the kernel's stack does not grow.
+    pub payload_off: u16,
+    /// Payload bytes by the IP length (Ethernet padding not counted),
+    /// saturated at `u16::MAX` (BIG TCP).
+    pub payload_len: u16,
 }
 
 impl TcpPacket {
@@ -329,12 +335,20 @@ pub fn parse_tcp_filtered<P: Packet + ?Sized>(
             Endpoint::tcp_v6(ip.dst, tcp.dst_port),
         ),
     };
+    let payload_off = l4_off + doff * 4;
+    let payload_len = ip_end - payload_off;
     Ok(TcpPacket {
         l3_off,
         l4_off,
         src,
         dst,
         flags: tcp.flags,
+        payload_off: payload_off as u16,
+        payload_len: if payload_len > u16::MAX as usize {
+            u16::MAX
+        } else {
+            payload_len as u16
+        },
     })
 }
 

@@ -10,6 +10,7 @@ use crate::{
     maps::{
         Assignment, DownMark, Endpoint, FlowKey, MemberVip, ReplyTarget, ReverseKey, TrackedFlow,
     },
+    signal::{MemberSignals, SIGNAL_RING_BYTES},
 };
 
 /// The kind of a map, as the kernel names it (`BPF_MAP_TYPE_*`).
@@ -25,6 +26,9 @@ pub enum MapKind {
     PerCpuArray = 6,
     /// `BPF_MAP_TYPE_LRU_HASH`.
     LruHash = 9,
+    /// `BPF_MAP_TYPE_RINGBUF`: no key or value; the capacity is its size
+    /// in bytes.
+    RingBuf = 27,
 }
 
 /// What the loader does with a pinned map whose capacity differs from
@@ -137,8 +141,25 @@ pub const MEMBER_PORTS_MAP: MapSpec = MapSpec::new::<u32, u32>(
     OtherCapacity::Reuse,
 );
 
+/// Member -> its reactive signal counters; an entry per observed member
+/// endpoint, written by the daemon (see `crate::signal`).
+pub const MEMBER_SIGNALS_MAP: MapSpec = MapSpec::new::<Endpoint, MemberSignals>(
+    "MEMBER_SIGNALS",
+    MapKind::Hash,
+    16_384,
+    OtherCapacity::Reuse,
+);
+/// The ring of [`SignalEvent`](crate::signal::SignalEvent)s that wakes the
+/// daemon (at most one per member per `SIGNAL_NOTIFY_NS`).
+pub const SIGNAL_EVENTS_MAP: MapSpec = MapSpec::new::<(), ()>(
+    "SIGNAL_EVENTS",
+    MapKind::RingBuf,
+    SIGNAL_RING_BYTES,
+    OtherCapacity::Reuse,
+);
+
 /// Every map the daemon pins, in a stable order.
-pub const MAPS: [MapSpec; 8] = [
+pub const MAPS: [MapSpec; 10] = [
     SERVICES_MAP,
     CONNTRACK_MAP,
     REVERSE_NAT_MAP,
@@ -147,6 +168,8 @@ pub const MAPS: [MapSpec; 8] = [
     STATS_MAP,
     VIP_PORTS_MAP,
     MEMBER_PORTS_MAP,
+    MEMBER_SIGNALS_MAP,
+    SIGNAL_EVENTS_MAP,
 ];
 
 /// Pin/map name of the service table ([`SERVICES_MAP`]).
@@ -165,6 +188,10 @@ pub const STATS: &str = STATS_MAP.name;
 pub const VIP_PORTS: &str = VIP_PORTS_MAP.name;
 /// Pin/map name of the member port filter ([`MEMBER_PORTS_MAP`]).
 pub const MEMBER_PORTS: &str = MEMBER_PORTS_MAP.name;
+/// Pin/map name of the member signal counters ([`MEMBER_SIGNALS_MAP`]).
+pub const MEMBER_SIGNALS: &str = MEMBER_SIGNALS_MAP.name;
+/// Pin/map name of the signal event ring ([`SIGNAL_EVENTS_MAP`]).
+pub const SIGNAL_EVENTS: &str = SIGNAL_EVENTS_MAP.name;
 
 #[cfg(test)]
 mod tests {

@@ -23,15 +23,19 @@ use aya_ebpf::{
 use redirector_common::{
     Assignment, Endpoint, FLOW_RECOVERED, FLOW_STEERED, FibCache, FlowKey, ReplyTarget, ReverseKey,
     SEEN_JIFFIES, Stat, TrackedFlow,
-    flow::{self, End, FIN_FROM_CLIENT, FIN_FROM_MEMBER, FLOW_CLOSING, Step},
+    flow::{
+        self, End, FIN_FROM_CLIENT, FIN_FROM_MEMBER, FLOW_CLOSING, REPLY_MARKS, REPLY_OPENING,
+        REPLY_REPINNED, Step,
+    },
     parse::{TCP_RST, is_syn},
+    signal::SignalKind,
 };
 
 use crate::{
     error::Error,
     fib,
     maps::{CONNTRACK, DOWN_MEMBERS, MEMBER_VIPS, RECOVERY_SCRATCH, REVERSE_NAT},
-    socket, stats,
+    signal, socket, stats,
 };
 
 /// Where a packet goes: its flow's member, and how to reach it.
@@ -86,7 +90,16 @@ pub fn route_for(
             member,
             client: flow.client,
         });
-        let fib = pin(ctx, flow, active, FLOW_STEERED, 0, ifindex, now)?;
+        let fib = pin(
+            ctx,
+            flow,
+            active,
+            FLOW_STEERED,
+            0,
+            REPLY_REPINNED,
+            ifindex,
+            now,
+        )?;
         stats::count(Stat::Steered);
         return Ok(Route {
             member: active.member,
@@ -104,12 +117,12 @@ pub fn route_for(
             });
         }
     }
-    let state = if syn {
-        0
+    let (state, marks) = if syn {
+        (0, REPLY_OPENING)
     } else {
-        flow::state_for_unknown_flow(flags)
+        (flow::state_for_unknown_flow(flags), REPLY_REPINNED)
     };
-    let fib = pin(ctx, flow, active, 0, state, ifindex, now)?;
+    let fib = pin(ctx, flow, active, 0, state, marks, ifindex, now)?;
     stats::count(Stat::NewFlows);
     Ok(Route {
         member: active.member,
@@ -160,14 +173,21 @@ fn is_down(member: &Endpoint) -> bool {
 }
 
 /// Records `flow` -> active member with its next hop and close `state`,
-/// and the reverse entry for its replies.
+/// and the reverse entry for its replies, with the reply `marks`
+/// (`REPLY_*`, only while layer-4 signals are on: off, the programs
+/// behave exactly as before them).
 #[inline(always)]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call per pinning reason; all plain values"
+)]
 fn pin(
     ctx: &TcContext,
     flow: &FlowKey,
     active: &Assignment,
     flags: u32,
     state: u32,
+    marks: u32,
     ifindex: u32,
     now: u32,
 ) -> Result<FibCache, Error> {
@@ -185,9 +205,12 @@ fn pin(
         member: active.member,
         client: flow.client,
     };
+    if marks == REPLY_OPENING && signal::l4() {
+        signal::syn_again(&reverse);
+    }
     let target = ReplyTarget {
         vip: flow.vip,
-        state,
+        state: if signal::l4() { state | marks } else { state },
     };
     // Reverse entry first: a reply can only come after the packet leaves.
     REVERSE_NAT
@@ -232,18 +255,31 @@ pub fn reply_for<C: EbpfContext>(
     };
     // SAFETY: valid map value pointer; plain data, copied out.
     let (vip, state) = unsafe { ((*t).vip, (*t).state) };
+    if !flow::is_plain(state, flags) {
+        // SAFETY: as above; the pointer stays valid for this program run.
+        reply_step(unsafe { &mut *t }, &key, state, flags);
+    }
+    Some(vip)
+}
+
+/// A reply that is not plain (a FIN, an RST, a closing or marked flow):
+/// its signals, then the flow's close. A call of its own, off the hit
+/// path: its values would not fit in the ingress programs' stack beside
+/// the rest (with `recover` and `signal::raise` below them).
+#[inline(never)]
+fn reply_step(t: &mut ReplyTarget, key: &ReverseKey, state: u32, flags: u8) {
+    let state = reply_signals(t, &key.member, state, flags);
     if flow::is_plain(state, flags) {
-        return Some(vip);
+        return;
     }
     let flow = FlowKey {
-        client: *client,
-        vip,
+        client: key.client,
+        vip: t.vip,
     };
     match flow::step(state, flags, FIN_FROM_MEMBER) {
         Step::Keep => {}
         Step::Set(next) => {
-            // SAFETY: as above; a plain word.
-            unsafe { (*t).state = next };
+            t.state = next;
             if let Some(e) = CONNTRACK.get_ptr_mut(&flow) {
                 // SAFETY: valid map value pointer; plain words.
                 unsafe {
@@ -253,12 +289,36 @@ pub fn reply_for<C: EbpfContext>(
             }
         }
         Step::End(end) => {
-            let _ = REVERSE_NAT.remove(&key);
+            let _ = REVERSE_NAT.remove(key);
             let _ = CONNTRACK.remove(&flow);
             count_end(end);
         }
     }
-    Some(vip)
+}
+
+/// The signals of a reply that is not plain, and the entry's state without
+/// its marks (what `flow::step` takes). An RST refuses an opening flow or
+/// resets an established one, unless the flow was re-pinned (the member
+/// may rightly not know it) or the member had closed it already (an RST
+/// to data after its own FIN is normal TCP). Any other reply clears the
+/// marks: the member answered.
+#[inline(always)]
+fn reply_signals(t: &mut ReplyTarget, member: &Endpoint, state: u32, flags: u8) -> u32 {
+    if flags & TCP_RST != 0 {
+        if signal::l4() && state & (REPLY_REPINNED | FIN_FROM_MEMBER) == 0 {
+            let kind = if state & REPLY_OPENING != 0 {
+                SignalKind::Refused
+            } else {
+                SignalKind::Reset
+            };
+            signal::raise(member, kind);
+        }
+        return flow::unmarked(state);
+    }
+    if state & REPLY_MARKS != 0 {
+        t.state = flow::unmarked(state);
+    }
+    flow::unmarked(state)
 }
 
 /// What a reply recovery writes, built in `RECOVERY_SCRATCH`.

@@ -20,6 +20,7 @@ use redirector_common::{
     Stat,
     icmp::{Icmp4Error, Icmp6Error, parse_icmp_error, reverse_v4, reverse_v6},
     parse::{ETH_LEN, Packet},
+    signal::SignalKind,
 };
 
 use crate::{
@@ -27,7 +28,7 @@ use crate::{
     error::Error,
     maps::{MEMBER_PORTS, filter_has},
     parse::{Bounds, mut_at},
-    stats,
+    signal, stats,
 };
 
 /// Reverse-translates `pkt` if it is an ICMP error about one of our flows;
@@ -51,6 +52,9 @@ pub fn reverse<P: Packet + Bounds>(pkt: &P) -> Result<(), Error> {
         stats::count(Stat::Passed);
         return Ok(());
     };
+    if err.unreachable && signal::l4() {
+        signal::raise(&err.member, SignalKind::Unreachable);
+    }
     // One bounds check covers every field written; nothing is written
     // before it.
     if err.is_v4() {

@@ -2,9 +2,13 @@
 //! `parse` (bounds-checked packet access), `nat` (the three translation
 //! paths), `conntrack` (flow pinning and steering), `csum` (header rewrites
 //! and checksum fixes), `icmp` (ICMP errors about our flows), `fib` (next
-//! hop after DNAT), `socket` (socket lookups), `maps`, `stats`.
+//! hop after DNAT), `socket` (socket lookups), `signal` (what the traffic
+//! says about a member), `maps`, `stats`.
 #![no_std]
 #![no_main]
+// The atomic add of `signal::add`: core offers no 64-bit fetch_add on BPF.
+#![allow(internal_features, reason = "core_intrinsics for the BPF atomic add")]
+#![feature(core_intrinsics)]
 
 mod conntrack;
 mod csum;
@@ -14,6 +18,7 @@ mod icmp;
 mod maps;
 mod nat;
 mod parse;
+mod signal;
 mod socket;
 mod stats;
 

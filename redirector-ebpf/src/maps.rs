@@ -5,12 +5,13 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use redirector_common::{
     Assignment, CONNTRACK_MAP, DOWN_MEMBERS_MAP, DownMark, Endpoint, FlowKey, MEMBER_PORTS_MAP,
-    MEMBER_VIPS_MAP, MapKind, MapSpec, MemberVip, REVERSE_NAT_MAP, ReplyTarget, ReverseKey,
-    SERVICES_MAP, STATS_MAP, TrackedFlow, VIP_PORTS_MAP, filter_bit,
+    MEMBER_SIGNALS_MAP, MEMBER_VIPS_MAP, MapKind, MapSpec, MemberVip, REVERSE_NAT_MAP, ReplyTarget,
+    ReverseKey, SERVICES_MAP, SIGNAL_EVENTS_MAP, STATS_MAP, TrackedFlow, VIP_PORTS_MAP, filter_bit,
+    signal::MemberSignals,
 };
 
 /// VIP endpoint -> the service's active member. One update flips a service.
@@ -59,6 +60,17 @@ pub static VIP_PORTS: Array<u32> = Array::with_max_entries(VIP_PORTS_MAP.max_ent
 #[map]
 pub static MEMBER_PORTS: Array<u32> = Array::with_max_entries(MEMBER_PORTS_MAP.max_entries, 0);
 
+/// Member endpoint -> its signal counters. The daemon inserts an entry per
+/// observed member; the kernel only adds to existing ones.
+#[map]
+pub static MEMBER_SIGNALS: HashMap<Endpoint, MemberSignals> =
+    HashMap::with_max_entries(MEMBER_SIGNALS_MAP.max_entries, 0);
+
+/// Signal events for the daemon, at most one per member per
+/// `SIGNAL_NOTIFY_NS`.
+#[map]
+pub static SIGNAL_EVENTS: RingBuf = RingBuf::with_byte_size(SIGNAL_EVENTS_MAP.max_entries, 0);
+
 /// The kind, key and value of a kernel map type, as the schema names them.
 trait Layout {
     const KIND: MapKind;
@@ -90,6 +102,12 @@ impl<T> Layout for PerCpuArray<T> {
     type Value = T;
 }
 
+impl Layout for RingBuf {
+    const KIND: MapKind = MapKind::RingBuf;
+    type Key = ();
+    type Value = ();
+}
+
 /// Whether the static `_map` has the kind, key and value `spec` says; the
 /// capacities above are the spec's own.
 const fn matches<M: Layout>(_map: &M, spec: &MapSpec) -> bool {
@@ -105,6 +123,8 @@ const _: () = assert!(matches(&MEMBER_VIPS, &MEMBER_VIPS_MAP));
 const _: () = assert!(matches(&STATS, &STATS_MAP));
 const _: () = assert!(matches(&VIP_PORTS, &VIP_PORTS_MAP));
 const _: () = assert!(matches(&MEMBER_PORTS, &MEMBER_PORTS_MAP));
+const _: () = assert!(matches(&MEMBER_SIGNALS, &MEMBER_SIGNALS_MAP));
+const _: () = assert!(matches(&SIGNAL_EVENTS, &SIGNAL_EVENTS_MAP));
 
 /// Whether `filter` may hold an endpoint with `port` (network order) and
 /// the address `addr` gives: its port is set and has the address's bit.

@@ -1,6 +1,7 @@
 //! The three translation paths: egress DNAT (VIP -> member) and the reverse
 //! NAT of replies (member -> VIP) in TC and XDP flavours. The ingress paths
-//! hand packets that are not TCP to `icmp` (errors about our flows).
+//! hand packets that are not TCP to `icmp` (errors about our flows), and
+//! let `signal` peek at the start of each reply from a member.
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action::XDP_PASS},
@@ -18,7 +19,7 @@ use crate::{
     fib, icmp,
     maps::{MEMBER_PORTS, SERVICES, VIP_PORTS, filter_has},
     parse::{Frame, Skb},
-    stats,
+    signal, stats,
 };
 
 /// Parsed TCP, or `None` for a packet that is not ours (counted as passed).
@@ -79,6 +80,10 @@ pub fn ingress_tc(ctx: &TcContext) -> Result<i32, Error> {
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(TC_ACT_OK as i32);
     };
+    // Before the reply lookup: fewer values live across the call (stack
+    // room). So it sees every reply of an observed member endpoint, also
+    // those of direct connections (the daemon's checks among them).
+    signal::peek_reply(&Skb(ctx), &pkt);
     let Some(vip) = conntrack::reply_for(ctx, &pkt.src, &pkt.dst, pkt.flags) else {
         stats::count(Stat::Passed);
         return Ok(TC_ACT_OK as i32);
@@ -100,6 +105,7 @@ pub fn ingress_xdp(ctx: &XdpContext) -> Result<u32, Error> {
     let Some(pkt) = tcp_or_pass(parsed)? else {
         return Ok(XDP_PASS);
     };
+    signal::peek_reply(&Frame(ctx), &pkt);
     let Some(vip) = conntrack::reply_for(ctx, &pkt.src, &pkt.dst, pkt.flags) else {
         stats::count(Stat::Passed);
         return Ok(XDP_PASS);

@@ -429,25 +429,70 @@ fn format_flows(f: &FlowTableStatus) -> String {
 
 pub fn format_history(h: &[FlipRecord]) -> String {
     let mut out = String::from(
-        "map written                service        from -> to          reason      first failed check        marked down\n",
+        "map written                service        from -> to          reason      first failed check        marked down                why\n",
     );
     for r in h {
         out += &format!(
-            "{:<26} {:<14} {:<19} {:<11} {:<25} {}\n",
+            "{:<26} {:<14} {:<19} {:<11} {:<25} {:<26} {}\n",
             ms_text(Some(r.map_written_ms)),
             r.service,
             format!("{} -> {}", r.from.as_deref().unwrap_or("-"), r.to),
             r.reason.as_str(),
             ms_text(r.first_failed_check_ms),
             ms_text(r.marked_down_ms),
+            why_text(r),
         );
     }
     out
 }
 
+/// What completed a failover and the reactive signals about the old member
+/// in its failing streak, e.g. "checks; signals: refused x2, reset x1".
+fn why_text(r: &FlipRecord) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = &r.trigger {
+        parts.push(t.clone());
+    }
+    if !r.signals.is_empty() {
+        let kinds: Vec<String> = r.signals.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+        parts.push(format!("signals: {}", kinds.join(", ")));
+    }
+    if parts.is_empty() {
+        "-".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn history_says_what_completed_a_failover_and_which_signals_came_first() {
+        let r = FlipRecord {
+            service: "cache".into(),
+            from: Some("east".into()),
+            to: "west".into(),
+            reason: crate::decide::Reason::Failover,
+            first_failed_check_ms: Some(1),
+            marked_down_ms: Some(2),
+            map_written_ms: 3,
+            signals: [("refused".to_string(), 2), ("reset".to_string(), 1)].into(),
+            trigger: Some("checks".into()),
+        };
+        let text = format_history(std::slice::from_ref(&r));
+        assert!(
+            text.contains("checks; signals: refused x2, reset x1"),
+            "{text}"
+        );
+        let plain = FlipRecord {
+            signals: Default::default(),
+            trigger: None,
+            ..r
+        };
+        assert!(format_history(&[plain]).trim_end().ends_with(" -"));
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("admin socket /run/x.sock: {source}")]

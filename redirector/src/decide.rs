@@ -18,9 +18,22 @@
 //!   Down still fails over, and takes over again once it is Up;
 //! - planned moves (failback, switchover, release, drain) give the previous
 //!   member's open flows `drain_timeout`, then they are reset; a failover
-//!   resets the failed member's flows at once (`on_failover = "reset"`).
+//!   resets the failed member's flows at once (`on_failover = "reset"`);
+//! - cold start (`cold_start`): a fresh daemon holds the preferred member
+//!   until the first verdicts are in, then moves only to a member confirmed
+//!   Up; a member's first Up since a fresh start skips `failback_delay`;
+//! - reactive signals (`signals`): the application's own traffic counts
+//!   towards a member's health beside the checks, never marking it Down
+//!   alone unless `on_error = "mark-down"`.
+
+mod cold_start;
+mod signals;
 
 use std::{collections::BTreeSet, time::Duration, time::Instant};
+
+pub use self::signals::{
+    Observe, ObserveMode, OnError, SignalCounts, SignalKind, SignalOutcome, Trigger,
+};
 
 /// `t + d`, saturating: when that moment cannot be represented, the
 /// latest one that can within `d` (far beyond any process lifetime). A
@@ -66,6 +79,12 @@ pub struct Policy {
     pub failback_delay: Duration,
     pub on_failover: OnFailover,
     pub drain_timeout: Duration,
+    /// The longest a fresh start waits for every member's first verdict
+    /// before it moves off the preferred member: the check's
+    /// `timeout × fall + interval`.
+    pub settle: Duration,
+    /// What the application's own traffic does to a member's health.
+    pub observe: Observe,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -92,16 +111,20 @@ pub enum Reason {
     Release,
     /// Operator drained the active member.
     Drain,
+    /// A fresh daemon settled on its first member confirmed Up, or a better
+    /// member's first Up since a fresh start (no `failback_delay`).
+    Startup,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Initial,
         Reason::Failover,
         Reason::Failback,
         Reason::Switchover,
         Reason::Release,
         Reason::Drain,
+        Reason::Startup,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -112,6 +135,7 @@ impl Reason {
             Reason::Switchover => "switchover",
             Reason::Release => "release",
             Reason::Drain => "drain",
+            Reason::Startup => "startup",
         }
     }
 
@@ -134,6 +158,10 @@ pub struct Flip {
     pub first_failed_check: Option<Instant>,
     /// When `from` was decided down (failovers).
     pub marked_down: Option<Instant>,
+    /// The signals about `from` since its last healthy check (failovers).
+    pub signals: SignalCounts,
+    /// What completed the failure of `from` (failovers).
+    pub trigger: Option<Trigger>,
     pub decided_at: Instant,
 }
 
@@ -153,6 +181,17 @@ pub struct MemberState {
     pub drained: bool,
     /// When a planned move away from this member ends its drain period.
     drain_deadline: Option<Instant>,
+    /// Times decided Up since the daemon started (cold start: the first
+    /// one skips `failback_delay`).
+    ups: u32,
+    /// Signals towards `error_limit` since the last healthy check or action.
+    errors: u32,
+    /// A reactive failure counts in the current failing streak already.
+    reactive_in_streak: bool,
+    /// Every observed signal since the last healthy check.
+    pub streak_signals: SignalCounts,
+    /// What completed the failure that took it Down.
+    down_trigger: Option<Trigger>,
 }
 
 impl MemberState {
@@ -168,6 +207,50 @@ impl MemberState {
             up_since: None,
             drained: false,
             drain_deadline: None,
+            ups: 0,
+            errors: 0,
+            reactive_in_streak: false,
+            streak_signals: SignalCounts::default(),
+            down_trigger: None,
+        }
+    }
+
+    /// A healthy check result.
+    fn passed(&mut self, rise: u32, now: Instant) {
+        self.ok_streak += 1;
+        self.fail_streak = 0;
+        self.first_failure = None;
+        self.errors = 0;
+        self.reactive_in_streak = false;
+        self.streak_signals = SignalCounts::default();
+        if self.health != Health::Up && self.ok_streak >= rise {
+            self.health = Health::Up;
+            self.up_since = Some(now);
+            self.down_since = None;
+            self.down_trigger = None;
+            self.ups = self.ups.saturating_add(1);
+        }
+    }
+
+    /// A failed check, or a reactive failure (`by` says which).
+    fn failed(&mut self, fall: u32, now: Instant, by: Trigger) {
+        self.fail_streak += 1;
+        self.ok_streak = 0;
+        if self.first_failure.is_none() {
+            self.first_failure = Some(now);
+        }
+        if self.fail_streak >= fall {
+            self.went_down(now, by);
+        }
+    }
+
+    /// Decided Down (nothing changes if it already is).
+    fn went_down(&mut self, now: Instant, by: Trigger) {
+        if self.health != Health::Down {
+            self.health = Health::Down;
+            self.down_since = Some(now);
+            self.up_since = None;
+            self.down_trigger = Some(by);
         }
     }
 
@@ -196,13 +279,28 @@ pub struct ServiceMachine {
     pub members: Vec<MemberState>,
     pub active: Option<usize>,
     pub pinned: Option<usize>,
+    /// Nothing was adopted at start: the cold-start rules apply.
+    fresh: bool,
+    /// The end of the cold window of a fresh start (`now + settle`).
+    cold_until: Option<Instant>,
+    /// The active member has been Up since start (always, when adopted).
+    settled: bool,
 }
 
 impl ServiceMachine {
     /// `members` as (name, priority). `adopted` is the active member found
-    /// in the data path at start: it is kept until checks decide otherwise.
-    pub fn new(policy: Policy, members: Vec<(String, u32)>, adopted: Option<usize>) -> Self {
+    /// in the data path at start: it is kept until checks decide otherwise
+    /// and no cold-start rule applies. Without one, the start is fresh and
+    /// its cold window runs from `now` for `policy.settle`.
+    pub fn new(
+        policy: Policy,
+        members: Vec<(String, u32)>,
+        adopted: Option<usize>,
+        now: Instant,
+    ) -> Self {
+        let fresh = adopted.is_none();
         Self {
+            cold_until: fresh.then(|| later(now, policy.settle)),
             policy,
             members: members
                 .into_iter()
@@ -210,6 +308,8 @@ impl ServiceMachine {
                 .collect(),
             active: adopted,
             pinned: None,
+            fresh,
+            settled: !fresh,
         }
     }
 
@@ -235,25 +335,9 @@ impl ServiceMachine {
         let (rise, fall) = (self.policy.rise, self.policy.fall);
         let m = &mut self.members[member];
         if healthy {
-            m.ok_streak += 1;
-            m.fail_streak = 0;
-            m.first_failure = None;
-            if m.health != Health::Up && m.ok_streak >= rise {
-                m.health = Health::Up;
-                m.up_since = Some(now);
-                m.down_since = None;
-            }
+            m.passed(rise, now);
         } else {
-            m.fail_streak += 1;
-            m.ok_streak = 0;
-            if m.first_failure.is_none() {
-                m.first_failure = Some(now);
-            }
-            if m.health != Health::Down && m.fail_streak >= fall {
-                m.health = Health::Down;
-                m.down_since = Some(now);
-                m.up_since = None;
-            }
+            m.failed(fall, now, Trigger::Checks);
         }
         self.evaluate(now, None)
     }
@@ -306,6 +390,9 @@ impl ServiceMachine {
                 .best(|i| self.eligible(i))
                 .map(|b| (b, Reason::Initial));
         };
+        if let Some(cold) = self.cold_target(a, now) {
+            return Some(cold);
+        }
         if !self.eligible(a) {
             let why = if self.members[a].drained {
                 Reason::Drain
@@ -328,6 +415,9 @@ impl ServiceMachine {
             if op == Some(Reason::Release) {
                 return Some((b, Reason::Release));
             }
+            if self.first_up_since_start(b) {
+                return Some((b, Reason::Startup));
+            }
             if self.policy.failback == Failback::Auto
                 && self.members[b]
                     .up_since
@@ -340,6 +430,12 @@ impl ServiceMachine {
     }
 
     fn evaluate(&mut self, now: Instant, op: Option<Reason>) -> Option<Flip> {
+        let flip = self.flip_to_target(now, op);
+        self.note_settled();
+        flip
+    }
+
+    fn flip_to_target(&mut self, now: Instant, op: Option<Reason>) -> Option<Flip> {
         let (to, reason) = self.target(now, op)?;
         let from = self.active;
         if from == Some(to) {
@@ -353,6 +449,8 @@ impl ServiceMachine {
             reason,
             first_failed_check: None,
             marked_down: None,
+            signals: SignalCounts::default(),
+            trigger: None,
             decided_at: now,
         };
         if let Some(f) = from {
@@ -362,6 +460,8 @@ impl ServiceMachine {
             } else {
                 flip.first_failed_check = old.first_failure;
                 flip.marked_down = old.down_since;
+                flip.signals = old.streak_signals;
+                flip.trigger = old.down_trigger;
             }
         }
         Some(flip)
@@ -381,8 +481,8 @@ impl ServiceMachine {
             .collect()
     }
 
-    /// The next moment `on_tick` may change something (failback delay or
-    /// drain deadline), if any.
+    /// The next moment `on_tick` may change something (failback delay,
+    /// drain deadline or the end of the cold window), if any.
     pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let drains = self
             .members
@@ -401,7 +501,7 @@ impl ServiceMachine {
             .flatten()
             .map(|t| later(t, self.policy.failback_delay))
             .filter(|&d| d > now);
-        drains.chain(failback).min()
+        drains.chain(failback).chain(self.cold_deadline(now)).min()
     }
 }
 

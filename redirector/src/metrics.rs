@@ -22,6 +22,13 @@ use prometheus_client::{
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SignalLabels {
+    pub service: String,
+    pub member: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MapOpLabels {
     pub op: String,
 }
@@ -94,6 +101,10 @@ pub struct Metrics {
     pub task_deaths: Family<TaskLabels, Counter>,
     /// Failed map operations of the map writer, by operation.
     pub map_errors: Family<MapOpLabels, Counter>,
+    /// Reactive signals the data path saw about each member, by kind.
+    pub reactive_signals: Family<SignalLabels, Counter>,
+    /// Signal events the daemon could not hand to a busy service.
+    pub reactive_events_dropped: Counter,
 }
 
 impl Metrics {
@@ -203,7 +214,21 @@ impl Metrics {
             "Map operations of the map writer that failed (the data path keeps its previous state), by operation",
             map_errors.clone(),
         );
+        let reactive_signals = Family::default();
+        registry.register(
+            "reactive_signals",
+            "Signals about a member seen in the application's own traffic (refused, reset, syn_unanswered, unreachable, retransmit, redis_error), by service, member and kind",
+            reactive_signals.clone(),
+        );
+        let reactive_events_dropped = Counter::default();
+        registry.register(
+            "reactive_events_dropped",
+            "Signal events not handed to a service because its queue was full (its counts arrive with the next event)",
+            reactive_events_dropped.clone(),
+        );
         Arc::new(Self {
+            reactive_signals,
+            reactive_events_dropped,
             task_deaths,
             map_errors,
             registry,

@@ -1,7 +1,7 @@
 //! What the daemon reports: the admin API's JSON shapes, shared by the
 //! daemon (which fills them) and the CLI (which prints them).
 
-use std::net::SocketAddr;
+use std::{collections::BTreeMap, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -119,6 +119,14 @@ pub struct FlipRecord {
     pub marked_down_ms: Option<u64>,
     /// Unix ms when the SERVICES entry was written.
     pub map_written_ms: u64,
+    /// Reactive signals about the old member in its failing streak, by
+    /// kind (failovers).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub signals: BTreeMap<String, u64>,
+    /// What completed the old member's failure: "checks" or "signals"
+    /// (failovers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
 }
 
 /// Converts a monotonic instant to Unix milliseconds.

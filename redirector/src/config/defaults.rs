@@ -69,3 +69,7 @@ pub(super) const DEFAULT_KEY_PREFIX: &str = "redirector:probe:";
 pub(super) const DEFAULT_SETGET_TTL: Duration = Duration::from_secs(10);
 pub(super) const DEFAULT_AVAILABILITY_PORT: u16 = 9443;
 pub(super) const DEFAULT_LAG_TOLERANCE_MS: u32 = 100;
+/// `check.error_limit`: signals before `on_error` acts, 1 to 1000
+/// (HAProxy's `error-limit` has no bound; past a thousand the reactive
+/// side is off in all but name).
+pub const ERROR_LIMIT_RANGE: (u32, u32) = (1, 1000);

@@ -28,13 +28,14 @@ use std::path::Path;
 pub use self::{
     defaults::{
         CHECK_DURATION_RANGE, COUNT_RANGE, DEFAULT_ADMIN_SOCKET, DEFAULT_FLOW_CLOSE_TIMEOUT,
-        DEFAULT_FLOW_IDLE_TIMEOUT, FLOW_CLOSE_TIMEOUT_RANGE, FLOW_IDLE_TIMEOUT_RANGE,
-        MAX_CONNTRACK_ENTRIES, MAX_SOCKET_PATH, SERVICE_DELAY_RANGE,
+        DEFAULT_FLOW_IDLE_TIMEOUT, ERROR_LIMIT_RANGE, FLOW_CLOSE_TIMEOUT_RANGE,
+        FLOW_IDLE_TIMEOUT_RANGE, MAX_CONNTRACK_ENTRIES, MAX_SOCKET_PATH, SERVICE_DELAY_RANGE,
     },
     error::ConfigError,
     model::{
         AdminSection, AvailabilityOptions, Check, CheckKind, Config, DatapathSection, Failback,
-        IngressMode, Member, OnFailover, RedisOptions, Secret, Service, TlsOptions,
+        IngressMode, Member, Observe, ObserveMode, OnError, OnFailover, RedisOptions, Secret,
+        Service, TlsOptions,
     },
     warnings::warnings,
 };

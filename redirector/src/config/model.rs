@@ -94,6 +94,80 @@ pub struct Check {
     pub fast_interval: Duration,
     pub rise: u32,
     pub fall: u32,
+    /// Reactive health: what the application's own traffic does to a
+    /// member's health beside these checks.
+    pub observe: Observe,
+}
+
+/// Reactive health settings (`check.observe`, `check.error_limit`,
+/// `check.on_error`), after HAProxy's `observe`, `error-limit` and
+/// `on-error`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observe {
+    pub mode: ObserveMode,
+    /// Signals, with no healthy check in between, that trigger `on_error`.
+    pub error_limit: u32,
+    pub on_error: OnError,
+    /// Which of `error_limit` and `on_error` the file sets, so `warnings`
+    /// can say they do nothing with `observe = "off"`.
+    pub keys_set: Vec<&'static str>,
+}
+
+impl Default for Observe {
+    /// The documented defaults: layer 4, one signal, fail-check.
+    fn default() -> Self {
+        Self {
+            mode: ObserveMode::Layer4,
+            error_limit: 1,
+            on_error: OnError::FailCheck,
+            keys_set: Vec::new(),
+        }
+    }
+}
+
+/// Which signals from the data path count (`check.observe`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObserveMode {
+    /// None: health comes from the checks alone.
+    Off,
+    /// Refused and reset connections, unanswered SYNs, ICMP unreachable,
+    /// retransmissions.
+    Layer4,
+    /// Layer 4 and Redis error replies (`-LOADING`, `-MASTERDOWN`, ...).
+    Layer7,
+}
+
+impl ObserveMode {
+    /// Every mode as written in `check.observe`, with its value.
+    pub const NAMES: [(&'static str, ObserveMode); 3] = [
+        ("off", ObserveMode::Off),
+        ("layer4", ObserveMode::Layer4),
+        ("layer7", ObserveMode::Layer7),
+    ];
+}
+
+/// What `error_limit` signals do (`check.on_error`); every action also
+/// probes the member at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnError {
+    /// Nothing more: the probe decides.
+    Fastinter,
+    /// Counts as one failed check (at most one per failing streak).
+    FailCheck,
+    /// Leaves an Up member one failed check from Down.
+    SuddenDeath,
+    /// Down at once, without a probe.
+    MarkDown,
+}
+
+impl OnError {
+    /// Every action as written in `check.on_error`, with its value.
+    pub const NAMES: [(&'static str, OnError); 4] = [
+        ("fastinter", OnError::Fastinter),
+        ("fail-check", OnError::FailCheck),
+        ("sudden-death", OnError::SuddenDeath),
+        ("mark-down", OnError::MarkDown),
+    ];
 }
 
 #[derive(Clone, Debug, PartialEq)]

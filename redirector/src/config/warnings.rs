@@ -3,14 +3,56 @@
 
 use std::collections::HashMap;
 
-use super::model::Config;
+use super::model::{Config, ObserveMode, OnError};
 
 /// Non-fatal findings about a valid configuration, one sentence each.
 ///
 /// A member address listed behind two VIPs is allowed but risky: two client
 /// connections that use the same source port towards the two VIPs are
-/// translated onto the same 4-tuple.
+/// translated onto the same 4-tuple. Reactive settings that do nothing
+/// (`observe = "off"`) or that fail over on a single signal
+/// (`on_error = "mark-down"`) are named too.
 pub fn warnings(config: &Config) -> Vec<String> {
+    let mut found = shared_members(config);
+    found.extend(
+        config
+            .services
+            .iter()
+            .flat_map(|s| observe_warnings(&s.name, &s.check.observe)),
+    );
+    found
+}
+
+/// Reactive settings of service `name` that do nothing or that fail over on
+/// one signal.
+fn observe_warnings(name: &str, observe: &super::model::Observe) -> Vec<String> {
+    let mut found = Vec::new();
+    if observe.mode == ObserveMode::Off {
+        if !observe.keys_set.is_empty() {
+            let keys: Vec<String> = observe
+                .keys_set
+                .iter()
+                .map(|k| format!("check.{k}"))
+                .collect();
+            let verb = if keys.len() == 1 { "does" } else { "do" };
+            found.push(format!(
+                "service {name}: {} {verb} nothing with check.observe = \"off\"",
+                join_names(&keys.iter().map(String::as_str).collect::<Vec<_>>())
+            ));
+        }
+    } else if observe.on_error == OnError::MarkDown {
+        found.push(format!(
+            "service {name}: check.on_error = \"mark-down\" marks a member down on signals \
+             alone, without a probe; a reset after a server-side idle timeout (Redis \
+             `timeout`) or a refused connection from a client-side limit would fail the \
+             service over"
+        ));
+    }
+    found
+}
+
+/// Member addresses behind two or more services.
+fn shared_members(config: &Config) -> Vec<String> {
     // (normalized host, port) -> (display endpoint, services), in config order.
     let mut order: Vec<(String, u16)> = Vec::new();
     let mut behind: HashMap<(String, u16), (String, Vec<&str>)> = HashMap::new();

@@ -26,6 +26,10 @@ pub trait MapStore: Send + 'static {
     fn remove_member_vip(&mut self, member: &Endpoint) -> Result<(), DatapathError>;
     fn member_vips(&self) -> Result<Vec<(Endpoint, MemberVip)>, DatapathError>;
     fn stats(&self) -> Result<Stats, DatapathError>;
+    /// Counts `member`'s signals of the kinds `flags` selects.
+    fn observe_member(&mut self, member: Endpoint, flags: u32) -> Result<(), DatapathError>;
+    /// Stops counting `member`'s signals.
+    fn forget_member(&mut self, member: &Endpoint) -> Result<(), DatapathError>;
 }
 
 impl MapStore for Maps {
@@ -67,6 +71,12 @@ impl MapStore for Maps {
     fn stats(&self) -> Result<Stats, DatapathError> {
         Maps::stats(self)
     }
+    fn observe_member(&mut self, member: Endpoint, flags: u32) -> Result<(), DatapathError> {
+        Maps::observe_member(self, member, flags)
+    }
+    fn forget_member(&mut self, member: &Endpoint) -> Result<(), DatapathError> {
+        Maps::forget_member(self, member).map(drop)
+    }
 }
 
 /// An in-memory [`MapStore`] for tests: what was written, and failures to
@@ -85,6 +95,7 @@ pub mod fake {
     pub enum Op {
         Active,
         MarkUp,
+        SetActive,
     }
 
     #[derive(Debug, Default)]
@@ -92,6 +103,7 @@ pub mod fake {
         pub services: BTreeMap<Endpoint, Endpoint>,
         pub down: BTreeMap<Endpoint, u32>,
         pub member_vips: BTreeMap<Endpoint, MemberVip>,
+        pub observed: BTreeMap<Endpoint, u32>,
         /// Every `set_active` in order.
         pub writes: Vec<(Endpoint, Endpoint)>,
         /// How many more calls of each operation fail.
@@ -128,6 +140,7 @@ pub mod fake {
 
     impl MapStore for FakeMaps {
         fn set_active(&mut self, vip: Endpoint, member: Endpoint) -> Result<(), DatapathError> {
+            self.check(Op::SetActive)?;
             let mut s = self.state();
             s.services.insert(vip, member);
             s.writes.push((vip, member));
@@ -186,6 +199,14 @@ pub mod fake {
         }
         fn stats(&self) -> Result<Stats, DatapathError> {
             Ok(Stats::default())
+        }
+        fn observe_member(&mut self, member: Endpoint, flags: u32) -> Result<(), DatapathError> {
+            self.state().observed.insert(member, flags);
+            Ok(())
+        }
+        fn forget_member(&mut self, member: &Endpoint) -> Result<(), DatapathError> {
+            self.state().observed.remove(member);
+            Ok(())
         }
     }
 }

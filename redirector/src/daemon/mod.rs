@@ -9,6 +9,7 @@ pub mod flow_sweeper;
 pub mod map_store;
 pub mod probe;
 pub mod service;
+pub mod signals;
 pub mod supervise;
 pub mod tasks;
 pub mod writer;
@@ -157,6 +158,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         metrics: metrics.clone(),
         history: History::default(),
         tasks: tasks.clone(),
+        routes: signals::Routes::default(),
     };
     let endpoint = Arc::new(EndpointSource {
         writer: writer.clone(),
@@ -187,6 +189,16 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let admin_task = supervise::spawn(tasks.clone(), Task::Admin, move || {
         admin::serve(listener.clone(), admin_tx.clone())
     });
+    let signals_task = {
+        let (pin_path, routes, metrics) = (
+            config.datapath.pin_path.clone(),
+            daemon.shared.routes.clone(),
+            metrics.clone(),
+        );
+        supervise::spawn(tasks.clone(), Task::Signals, move || {
+            signals::run(pin_path.clone(), routes.clone(), metrics.clone())
+        })
+    };
     let watchers = supervise::watch_threads(&tasks, &writer, &daemon.flows);
     endpoint.started.store(true, Ordering::Relaxed);
     tracing::info!(socket = %socket.display(), services = daemon.services.len(), "redirector running");
@@ -212,6 +224,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("stopping; the data path stays in place");
     admin_task.abort();
+    signals_task.abort();
     for w in watchers {
         w.abort();
     }

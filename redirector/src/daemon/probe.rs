@@ -28,7 +28,7 @@ use std::{
 };
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 use crate::{
     config,
@@ -54,6 +54,8 @@ pub struct Schedule {
     previous: Option<bool>,
     /// The last healthy round trip.
     good_rtt: Duration,
+    /// When the last probe asked for by a reactive signal was due.
+    last_signal: Option<Instant>,
 }
 
 impl Schedule {
@@ -67,6 +69,7 @@ impl Schedule {
             last_start: None,
             previous: None,
             good_rtt: Duration::ZERO,
+            last_signal: None,
         }
     }
 
@@ -127,9 +130,24 @@ impl Schedule {
             .map_or(now, |l| later(l, self.fast_interval));
         self.next = self.next.min(earliest.max(now));
     }
+
+    /// The application's own traffic said something bad about the member
+    /// at `now` (a reactive signal): probe at once. Signal probes are
+    /// spaced by `fast_interval` among themselves, not from the last start,
+    /// so a probe started because the connection was lost does not hold
+    /// back the one that confirms a refused connection.
+    pub fn signal(&mut self, now: Instant) {
+        if self
+            .last_signal
+            .is_some_and(|l| now < later(l, self.fast_interval))
+        {
+            return;
+        }
+        self.last_signal = Some(now);
+        self.next = self.next.min(now);
+    }
 }
 
-/// Everything the probe task of one member needs.
 /// One probe's result, as the probe loop reports it to its service.
 #[derive(Debug)]
 pub struct Report {
@@ -155,6 +173,8 @@ pub struct ProbeLoop<M> {
     pub checker: Box<dyn Checker>,
     /// Whether the service still has a result of this member to confirm.
     pub confirming: watch::Receiver<bool>,
+    /// Notified when a reactive signal asks for a probe now.
+    pub wake: Arc<Notify>,
     pub tx: mpsc::Sender<M>,
 }
 
@@ -164,6 +184,7 @@ enum Event {
     Due,
     Done(Box<dyn Checker>, Instant, Outcome),
     Lost,
+    Signal,
     Confirming,
     Stop,
 }
@@ -236,6 +257,7 @@ pub async fn run<M: From<Report> + Send>(mut p: ProbeLoop<M>) {
                 }
                 () = sleep => Event::Due,
                 () = lost => Event::Lost,
+                () = p.wake.notified() => Event::Signal,
                 changed = p.confirming.changed() => match changed {
                     Ok(()) => Event::Confirming,
                     Err(_) => Event::Stop,
@@ -246,6 +268,7 @@ pub async fn run<M: From<Report> + Send>(mut p: ProbeLoop<M>) {
             Event::Stop => return,
             Event::Confirming => {}
             Event::Lost => schedule.connection_lost(Instant::now()),
+            Event::Signal => schedule.signal(Instant::now()),
             Event::Due => {
                 if p.addr.is_none() || resolved_at.elapsed() >= RESOLVE_EVERY {
                     if let Some(a) = resolve(&p.host, p.port, p.vip_v4).await {
@@ -438,6 +461,52 @@ mod tests {
         s.finished(t2, true, MS, false);
         s.connection_lost(t2 + 10 * MS);
         assert_eq!(s.due(&[], false), Some(t2 + 50 * MS));
+    }
+
+    #[test]
+    fn a_signal_starts_a_probe_at_once_even_right_after_a_connection_lost_probe() {
+        let t0 = Instant::now();
+        let mut s = healthy_once(t0, MS);
+        let t1 = t0 + 50 * MS;
+        // The kept connection was lost: a probe started at t1 and failed.
+        s.connection_lost(t1);
+        s.started(t1);
+        s.finished(t1, false, MS, true);
+        // The application's SYN is refused 2 ms later: probe now, not at
+        // t1 + fast_interval.
+        s.signal(t1 + 2 * MS);
+        assert_eq!(s.due(&[], true), Some(t1 + 2 * MS));
+    }
+
+    #[test]
+    fn signal_probes_are_spaced_by_fast_interval() {
+        let t0 = Instant::now();
+        let mut s = healthy_once(t0, MS);
+        let t1 = t0 + 50 * MS;
+        s.signal(t1);
+        s.started(t1);
+        s.finished(t1, true, MS, false);
+        // A burst of signals 10 ms later asks for nothing new...
+        s.signal(t1 + 10 * MS);
+        assert_eq!(s.due(&[], false), Some(t1 + 250 * MS));
+        // ...one after fast_interval does.
+        s.signal(t1 + 50 * MS);
+        assert_eq!(s.due(&[], false), Some(t1 + 50 * MS));
+    }
+
+    #[test]
+    fn a_signal_never_exceeds_fall_probes_in_flight() {
+        let t0 = Instant::now();
+        let mut s = healthy_once(t0, MS);
+        let (a, b) = (t0 + 50 * MS, t0 + 100 * MS);
+        s.started(a);
+        s.started(b);
+        s.signal(t0 + 101 * MS);
+        assert_eq!(
+            s.due(&[a, b], true),
+            None,
+            "fall = 2 probes already in flight"
+        );
     }
 
     #[test]

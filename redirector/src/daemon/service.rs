@@ -12,19 +12,20 @@ use std::{
 
 use redirector_common::{DOWN_DRAINED, DOWN_UNHEALTHY, Endpoint};
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
 use super::{
     error::DaemonError,
     probe::{self, ProbeLoop, Report},
+    signals::{self, Routes},
     tasks::Tasks,
     writer::Writer,
 };
 use crate::{
     config,
-    decide::{Flip, Health, Policy, ServiceMachine, later},
+    decide::{Flip, Health, Policy, ServiceMachine, SignalCounts, later},
     health::{self, Outcome},
     metrics::{FlipLabels, Metrics, ServiceLabels},
     resolve::resolve,
@@ -76,6 +77,14 @@ pub enum Msg {
     Status {
         reply: oneshot::Sender<ServiceStatus>,
     },
+    /// Reactive signals about a member, seen by the data path in the
+    /// application's own traffic ([`super::signals`]).
+    Signal {
+        member: usize,
+        signals: SignalCounts,
+        /// When the kernel saw the last of them.
+        at: Instant,
+    },
 }
 
 impl From<Report> for Msg {
@@ -90,6 +99,8 @@ pub struct ServiceHandle {
     pub config: config::Service,
     pub tx: mpsc::Sender<Msg>,
     tasks: Vec<JoinHandle<()>>,
+    routes: Routes,
+    incarnation: u64,
 }
 
 impl ServiceHandle {
@@ -107,6 +118,7 @@ impl ServiceHandle {
 
 impl Drop for ServiceHandle {
     fn drop(&mut self) {
+        self.routes.remove(self.incarnation);
         for t in &self.tasks {
             t.abort();
         }
@@ -119,6 +131,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub history: History,
     pub tasks: Tasks,
+    /// Where reactive signals about each member endpoint go.
+    pub routes: Routes,
 }
 
 /// Each member's address now (`None`: the name does not resolve yet; the
@@ -177,6 +191,24 @@ async fn adopt(
     (adopted, false)
 }
 
+/// The machine's reactive policy from the config's.
+fn observe_policy(o: &config::Observe) -> crate::decide::Observe {
+    crate::decide::Observe {
+        mode: match o.mode {
+            config::ObserveMode::Off => crate::decide::ObserveMode::Off,
+            config::ObserveMode::Layer4 => crate::decide::ObserveMode::Layer4,
+            config::ObserveMode::Layer7 => crate::decide::ObserveMode::Layer7,
+        },
+        error_limit: o.error_limit,
+        on_error: match o.on_error {
+            config::OnError::Fastinter => crate::decide::OnError::Fastinter,
+            config::OnError::FailCheck => crate::decide::OnError::FailCheck,
+            config::OnError::SuddenDeath => crate::decide::OnError::SuddenDeath,
+            config::OnError::MarkDown => crate::decide::OnError::MarkDown,
+        },
+    }
+}
+
 /// Starts `cfg` with its members' `checkers` (from [`health::checkers`],
 /// built before anything changed), one per member in order.
 pub async fn start(
@@ -212,6 +244,12 @@ pub async fn start(
             config::OnFailover::Keep => crate::decide::OnFailover::Keep,
         },
         drain_timeout: cfg.drain_timeout,
+        settle: cfg
+            .check
+            .timeout
+            .saturating_mul(cfg.check.fall)
+            .saturating_add(cfg.check.interval),
+        observe: observe_policy(&cfg.check.observe),
     };
     let machine = ServiceMachine::new(
         policy,
@@ -220,10 +258,13 @@ pub async fn start(
             .map(|m| (m.name.clone(), m.priority))
             .collect(),
         adopted,
+        Instant::now(),
     );
     let (tx, rx) = mpsc::channel(256);
+    let incarnation = signals::incarnation();
     let mut tasks = Vec::new();
     let mut transition = Vec::new();
+    let wake: Vec<Arc<Notify>> = cfg.members.iter().map(|_| Arc::default()).collect();
     for ((i, m), checker) in cfg.members.iter().enumerate().zip(checkers) {
         let (ttx, trx) = watch::channel(true);
         transition.push(ttx);
@@ -236,6 +277,7 @@ pub async fn start(
             check: cfg.check.clone(),
             checker,
             confirming: trx,
+            wake: wake[i].clone(),
             tx: tx.clone(),
         })));
     }
@@ -251,15 +293,20 @@ pub async fn start(
             .map(|m| MemberMetrics::new(&shared.metrics, &cfg.name, &m.name))
             .collect(),
         transition,
+        wake,
         shared: shared.clone(),
         sent_down: None,
         hold_until_up,
+        tx: tx.clone(),
+        incarnation,
     };
     tasks.push(tokio::spawn(task.run(rx)));
     ServiceHandle {
         config: cfg,
         tx,
         tasks,
+        routes: shared.routes.clone(),
+        incarnation,
     }
 }
 
@@ -291,6 +338,11 @@ struct ServiceTask {
     /// check).
     handles: Vec<MemberMetrics>,
     transition: Vec<watch::Sender<bool>>,
+    /// Per member: asks its probe loop for a probe now.
+    wake: Vec<Arc<Notify>>,
+    /// This task's own queue, for the signal routes.
+    tx: mpsc::Sender<Msg>,
+    incarnation: u64,
     shared: Shared,
     sent_down: Option<BTreeMap<Endpoint, u32>>,
     /// The data path's active member could not be read at start: write
@@ -300,6 +352,7 @@ struct ServiceTask {
 
 impl ServiceTask {
     async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        self.route_signals().await;
         // Fresh start: serve at once on the preferred member (members are
         // Unknown, hence eligible); an adopted member is simply kept.
         let flip = self.machine.on_tick(Instant::now());
@@ -327,6 +380,7 @@ impl ServiceTask {
                         let _ = reply.send(self.status());
                         false
                     }
+                    Some(Msg::Signal { member, signals, at }) => self.on_signal(member, signals, at).await,
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let flip = self.machine.on_tick(Instant::now());
@@ -369,6 +423,7 @@ impl ServiceTask {
             if let Some(a) = addr {
                 self.shared.writer.members(self.vip, vec![a.into()]).await;
             }
+            self.route_signals().await;
             if self.machine.active == Some(member)
                 && let Some(a) = addr
                 && let Err(e) = self.shared.writer.set_active(self.vip, a.into()).await
@@ -397,6 +452,72 @@ impl ServiceTask {
             .send_if_modified(|t| std::mem::replace(t, transition) != transition);
         changed |= before != after || flip.is_some();
         self.apply(flip).await;
+        changed
+    }
+
+    /// Signals about the members' current addresses come to this task.
+    /// The kernel counts their signals as the service's observe mode says.
+    async fn route_signals(&self) {
+        let members: Vec<(Endpoint, usize)> = self
+            .resolved
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.map(|a| (Endpoint::from(a), i)))
+            .collect();
+        self.shared
+            .routes
+            .set(&self.cfg.name, self.incarnation, members.clone(), &self.tx);
+        let flags = signals::observe_flags(self.cfg.check.observe.mode);
+        self.shared
+            .writer
+            .observe(
+                self.cfg.name.clone(),
+                members.into_iter().map(|(e, _)| (e, flags)).collect(),
+            )
+            .await;
+    }
+
+    /// Returns whether the member's health or the active member changed.
+    async fn on_signal(&mut self, member: usize, signals: SignalCounts, at: Instant) -> bool {
+        let name = &self.cfg.members[member].name;
+        for (kind, n) in signals.iter() {
+            self.shared
+                .metrics
+                .reactive_signals
+                .get_or_create(&crate::metrics::SignalLabels {
+                    service: self.cfg.name.clone(),
+                    member: name.clone(),
+                    kind: kind.as_str().into(),
+                })
+                .inc_by(u64::from(n));
+        }
+        let before = self.machine.members[member].health;
+        let outcome = self.machine.on_signal(member, signals, at);
+        let after = self.machine.members[member].health;
+        if outcome.probe_now {
+            self.wake[member].notify_one();
+        }
+        tracing::debug!(
+            service = self.cfg.name,
+            member = name,
+            signals = ?signals,
+            probe_now = outcome.probe_now,
+            "reactive signals"
+        );
+        if before != after {
+            tracing::info!(
+                service = self.cfg.name,
+                member = name,
+                health = ?after,
+                signals = ?signals,
+                "member health changed on reactive signals"
+            );
+        }
+        let transition = self.machine.members[member].in_transition();
+        self.transition[member]
+            .send_if_modified(|t| std::mem::replace(t, transition) != transition);
+        let changed = before != after || outcome.flip.is_some();
+        self.apply(outcome.flip).await;
         changed
     }
 
@@ -459,12 +580,16 @@ impl ServiceTask {
                 member = to.name,
                 "cannot switch: member address unresolved"
             );
+            self.machine.active = f.from;
             return;
         };
         let written = match self.shared.writer.set_active(self.vip, addr.into()).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(service = self.cfg.name, error = %e, "map write failed");
+                tracing::error!(service = self.cfg.name, error = %e, "map write failed; retried at the next check");
+                // The data path still points where it did: so does the
+                // machine, whose next evaluation makes the same flip again.
+                self.machine.active = f.from;
                 return;
             }
         };
@@ -507,6 +632,12 @@ impl ServiceTask {
             first_failed_check_ms: f.first_failed_check.map(unix_ms),
             marked_down_ms: f.marked_down.map(unix_ms),
             map_written_ms: unix_ms(written),
+            signals: f
+                .signals
+                .iter()
+                .map(|(k, n)| (k.as_str().to_string(), u64::from(n)))
+                .collect(),
+            trigger: f.trigger.map(|t| t.as_str().to_string()),
         });
     }
 
@@ -639,6 +770,53 @@ priority = 2
         }
     }
 
+    fn service_under_test(maps: &FakeMaps) -> (config::Service, Shared, Arc<Metrics>) {
+        let cfg = config::parse(CONFIG, std::path::Path::new("test.toml"))
+            .unwrap()
+            .services
+            .remove(0);
+        let metrics = Metrics::new();
+        let shared = Shared {
+            writer: Writer::spawn(maps.clone(), metrics.map_errors.clone()).unwrap(),
+            metrics: metrics.clone(),
+            history: History::default(),
+            tasks: Tasks::new(Family::default()),
+            routes: Routes::default(),
+        };
+        (cfg, shared, metrics)
+    }
+
+    #[tokio::test]
+    async fn a_failed_map_write_is_made_again_at_the_next_check() {
+        let maps = FakeMaps::default();
+        let (cfg, shared, metrics) = service_under_test(&maps);
+        let vip = Endpoint::from(cfg.vip);
+        maps.fail(Op::SetActive, 1);
+        let up = Arc::new(AtomicBool::new(true));
+        let checkers: Vec<Box<dyn health::Checker>> =
+            vec![Box::new(Switch(up.clone())), Box::new(Switch(up.clone()))];
+        let _service = start(cfg, checkers, &shared).await;
+        let east = Endpoint::from("198.18.1.10:6379".parse::<SocketAddr>().unwrap());
+        for _ in 0..200 {
+            if !maps.state().writes.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            maps.state().writes.first(),
+            Some(&(vip, east)),
+            "the failed write was never made again"
+        );
+        let failed = metrics
+            .map_errors
+            .get_or_create(&crate::metrics::MapOpLabels {
+                op: "set_active".into(),
+            })
+            .get();
+        assert_eq!(failed, 1);
+    }
+
     #[tokio::test]
     async fn an_unreadable_active_entry_is_not_overwritten_until_a_member_is_confirmed_up() {
         let cfg = config::parse(CONFIG, std::path::Path::new("test.toml"))
@@ -652,6 +830,7 @@ priority = 2
             metrics: metrics.clone(),
             history: History::default(),
             tasks: Tasks::new(Family::default()),
+            routes: Routes::default(),
         };
         // A previous daemon failed over to west; the entry cannot be read
         // when this one starts.
@@ -659,9 +838,11 @@ priority = 2
         let west = Endpoint::from("198.18.2.10:6379".parse::<SocketAddr>().unwrap());
         maps.state().services.insert(vip, west);
         maps.fail(Op::Active, 1);
+        // Only east recovers: the first member confirmed Up is east.
         let up = Arc::new(AtomicBool::new(false));
+        let west_up = Arc::new(AtomicBool::new(false));
         let checkers: Vec<Box<dyn health::Checker>> =
-            vec![Box::new(Switch(up.clone())), Box::new(Switch(up.clone()))];
+            vec![Box::new(Switch(up.clone())), Box::new(Switch(west_up))];
         let _service = start(cfg, checkers, &shared).await;
 
         // Both members fail their checks for a while: nothing is written.

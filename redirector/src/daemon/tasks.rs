@@ -23,6 +23,9 @@ pub enum Task {
     Metrics,
     /// A service's decision task and its probe tasks, by service name.
     Service(String),
+    /// The reader of the data path's reactive signal events (checks go on
+    /// without it; only the reaction to live traffic stops).
+    Signals,
     /// The map writer thread (watched, not restarted).
     Writer,
 }
@@ -43,6 +46,7 @@ impl std::fmt::Display for Task {
             Task::FlowSweep => f.write_str("flow_sweep"),
             Task::Metrics => f.write_str("metrics"),
             Task::Service(name) => write!(f, "service:{name}"),
+            Task::Signals => f.write_str("signals"),
             Task::Writer => f.write_str("writer"),
         }
     }

@@ -52,6 +52,10 @@ enum Cmd {
         vip: Endpoint,
         members: Vec<Endpoint>,
     },
+    Observe {
+        service: String,
+        members: BTreeMap<Endpoint, u32>,
+    },
     Stats {
         reply: oneshot::Sender<Option<Stats>>,
     },
@@ -115,6 +119,13 @@ impl Writer {
         self.send(Cmd::Members { vip, members }).await;
     }
 
+    /// The member endpoints whose signals `service` wants counted, with
+    /// the `OBSERVE_*` flags (empty: none). Endpoints no service wants are
+    /// no longer observed.
+    pub async fn observe(&self, service: String, members: BTreeMap<Endpoint, u32>) {
+        self.send(Cmd::Observe { service, members }).await;
+    }
+
     /// The data path's counters (one per-CPU lookup each; no map walk).
     pub async fn stats(&self) -> Option<Stats> {
         let (reply, rx) = oneshot::channel();
@@ -150,6 +161,7 @@ fn run(mut maps: impl MapStore, errors: Family<MapOpLabels, Counter>, mut rx: mp
     // Marks left by a previous daemon are ours to reconcile.
     let mut down = DownMarks::adopt(&maps, &errors);
     let mut served = MemberVips::adopt(&maps, &errors);
+    let mut observed = Observed::default();
     while let Some(cmd) = rx.blocking_recv() {
         match cmd {
             Cmd::SetActive { vip, member, reply } => {
@@ -178,9 +190,13 @@ fn run(mut maps: impl MapStore, errors: Family<MapOpLabels, Counter>, mut rx: mp
                 }
                 served.remove(&mut maps, &errors, &vip);
                 down.forget(&service);
+                observed.wanted.remove(&service);
             }
             Cmd::SyncDown { service, members } => down.want(service, members),
             Cmd::Members { vip, members } => served.add(&mut maps, &errors, vip, members),
+            Cmd::Observe { service, members } => {
+                observed.wanted.insert(service, members);
+            }
             Cmd::Stats { reply } => {
                 let s = maps.stats();
                 if let Err(e) = &s {
@@ -193,6 +209,7 @@ fn run(mut maps: impl MapStore, errors: Family<MapOpLabels, Counter>, mut rx: mp
         // Every command ends with the marks as wanted, so a mark that
         // failed to change is retried at the next one.
         down.reconcile(&mut maps, &errors);
+        observed.reconcile(&mut maps, &errors);
     }
 }
 
@@ -276,6 +293,56 @@ impl DownMarks {
                 Err(err) => {
                     errors.inc("mark_up");
                     tracing::error!(member = %e.socket_addr(), error = %err, "clearing a member's down mark failed; its flows are still reset, retried at the next map command");
+                }
+            }
+        }
+    }
+}
+
+/// Which member endpoints the kernel counts signals for (`MEMBER_SIGNALS`):
+/// the union of every service's wish, flags or-ed.
+#[derive(Default)]
+struct Observed {
+    wanted: HashMap<String, BTreeMap<Endpoint, u32>>,
+    applied: BTreeMap<Endpoint, u32>,
+}
+
+impl Observed {
+    fn reconcile(&mut self, maps: &mut impl MapStore, errors: &ErrorCount) {
+        let mut target: BTreeMap<Endpoint, u32> = BTreeMap::new();
+        for (e, flags) in self.wanted.values().flatten() {
+            if *flags != 0 {
+                *target.entry(*e).or_default() |= flags;
+            }
+        }
+        for (&e, &flags) in &target {
+            if self.applied.get(&e) == Some(&flags) {
+                continue;
+            }
+            match maps.observe_member(e, flags) {
+                Ok(()) => {
+                    self.applied.insert(e, flags);
+                }
+                Err(err) => {
+                    errors.inc("observe_member");
+                    tracing::error!(member = %e.socket_addr(), error = %err, "observing a member's signals failed; retried at the next map command");
+                }
+            }
+        }
+        let stale: Vec<Endpoint> = self
+            .applied
+            .keys()
+            .filter(|e| !target.contains_key(e))
+            .copied()
+            .collect();
+        for e in stale {
+            match maps.forget_member(&e) {
+                Ok(()) => {
+                    self.applied.remove(&e);
+                }
+                Err(err) => {
+                    errors.inc("forget_member");
+                    tracing::error!(member = %e.socket_addr(), error = %err, "forgetting a member's signals failed; retried at the next map command");
                 }
             }
         }

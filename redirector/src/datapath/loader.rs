@@ -24,7 +24,7 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use redirector_common::{MAPS, MapKind, MapSpec, OtherCapacity, SERVICES_MAP};
+use redirector_common::{MAPS, MapKind, MapSpec, OtherCapacity, SERVICES_MAP, signal::SIGNALS_ALL};
 
 use super::{
     DatapathError, Maps,
@@ -38,6 +38,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/re
 pub const EGRESS_PROGRAM: &str = "redirector_egress";
 pub const INGRESS_PROGRAM: &str = "redirector_ingress";
 pub const XDP_PROGRAM: &str = "redirector_xdp";
+/// The kernel object's global with the signal layers on (`SIGNALS_*`).
+const SIGNALS_GLOBAL: &str = "SIGNALS";
 
 /// How replies are reverse-translated (config `datapath.ingress`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -182,6 +184,17 @@ impl Datapath {
 /// (verifies) every program, without attaching anything. The packet tests
 /// run the programs from here with BPF_PROG_TEST_RUN.
 pub fn load_programs(pin_path: &Path, conntrack_entries: u32) -> Result<Ebpf, DatapathError> {
+    load_programs_with(pin_path, conntrack_entries, SIGNALS_ALL)
+}
+
+/// [`load_programs`] with the signal layers `signals` on
+/// (`redirector_common::signal::SIGNALS_*`; 0 = the programs exactly as
+/// before signals existed, for tests and the bench's comparison).
+pub fn load_programs_with(
+    pin_path: &Path,
+    conntrack_entries: u32,
+    signals: u32,
+) -> Result<Ebpf, DatapathError> {
     system::ensure_bpffs(pin_path)?;
     mkdir(&pin_path.join("maps"))?;
     let paths: Vec<(&str, PathBuf)> = MAPS
@@ -189,6 +202,7 @@ pub fn load_programs(pin_path: &Path, conntrack_entries: u32) -> Result<Ebpf, Da
         .map(|spec| (spec.name, pin_file(pin_path, spec)))
         .collect();
     let mut loader = EbpfLoader::new();
+    loader.override_global(SIGNALS_GLOBAL, &signals, true);
     for (name, path) in &paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -247,7 +261,8 @@ fn check_map_layouts(ebpf: &Ebpf, conntrack_entries: u32) -> Result<(), Datapath
             aya::maps::Map::HashMap(d)
             | aya::maps::Map::LruHashMap(d)
             | aya::maps::Map::PerCpuArray(d)
-            | aya::maps::Map::Array(d) => d.info(),
+            | aya::maps::Map::Array(d)
+            | aya::maps::Map::RingBuf(d) => d.info(),
             _ => {
                 return Err(DatapathError::IncompatibleMap {
                     map: spec.name,
@@ -283,6 +298,7 @@ const fn map_type(kind: MapKind) -> MapType {
         MapKind::LruHash => MapType::LruHash,
         MapKind::Array => MapType::Array,
         MapKind::PerCpuArray => MapType::PerCpuArray,
+        MapKind::RingBuf => MapType::RingBuf,
     }
 }
 

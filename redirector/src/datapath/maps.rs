@@ -6,9 +6,10 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray};
 use redirector_common::{
     Assignment, CONNTRACK, CONNTRACK_MAP, DOWN_MEMBERS, DOWN_MEMBERS_MAP, DownMark, Endpoint,
-    FlowKey, MEMBER_PORTS, MEMBER_PORTS_MAP, MEMBER_VIPS, MEMBER_VIPS_MAP, MemberVip, REVERSE_NAT,
-    REVERSE_NAT_MAP, ReplyTarget, ReverseKey, SERVICES, SERVICES_MAP, STATS, STATS_MAP, Stat,
-    TrackedFlow, VIP_PORTS, VIP_PORTS_MAP, filter_bit,
+    FlowKey, MEMBER_PORTS, MEMBER_PORTS_MAP, MEMBER_SIGNALS, MEMBER_SIGNALS_MAP, MEMBER_VIPS,
+    MEMBER_VIPS_MAP, MemberVip, REVERSE_NAT, REVERSE_NAT_MAP, ReplyTarget, ReverseKey, SERVICES,
+    SERVICES_MAP, STATS, STATS_MAP, Stat, TrackedFlow, VIP_PORTS, VIP_PORTS_MAP, filter_bit,
+    signal::MemberSignals,
 };
 
 use super::{
@@ -55,6 +56,7 @@ pub struct Maps {
     stats: PerCpuArray<MapData, u64>,
     vip_ports: Array<MapData, u32>,
     member_ports: Array<MapData, u32>,
+    member_signals: HashMap<MapData, Endpoint, MemberSignals>,
 }
 
 impl Maps {
@@ -69,6 +71,7 @@ impl Maps {
             stats: open_typed(pin_path, &STATS_MAP)?,
             vip_ports: open_typed(pin_path, &VIP_PORTS_MAP)?,
             member_ports: open_typed(pin_path, &MEMBER_PORTS_MAP)?,
+            member_signals: open_typed(pin_path, &MEMBER_SIGNALS_MAP)?,
         })
     }
 
@@ -212,6 +215,32 @@ impl Maps {
         collect(self.member_vips.iter(), MEMBER_VIPS, |e, v| (e, v))
     }
 
+    /// Observes `member`: the kernel counts its signals of the kinds
+    /// `flags` selects (`signal::OBSERVE_L4 | OBSERVE_L7`) and sends events
+    /// for them. An entry already there keeps its counts and gets `flags`
+    /// (read-modify-write: a kernel add racing with it may be lost).
+    pub fn observe_member(&mut self, member: Endpoint, flags: u32) -> Result<(), DatapathError> {
+        let entry = match not_found_is_none(self.member_signals.get(&member, 0), MEMBER_SIGNALS)? {
+            Some(e) if e.flags == flags => return Ok(()),
+            Some(e) => MemberSignals { flags, ..e },
+            None => MemberSignals::observing(flags),
+        };
+        self.member_signals
+            .insert(member, entry, 0)
+            .map_err(map_err(MEMBER_SIGNALS))
+    }
+
+    /// Stops observing `member` and drops its counts. Returns whether it
+    /// was observed.
+    pub fn forget_member(&mut self, member: &Endpoint) -> Result<bool, DatapathError> {
+        removed(self.member_signals.remove(member), MEMBER_SIGNALS)
+    }
+
+    /// Every observed member with its counters (for metrics).
+    pub fn member_signals(&self) -> Result<Vec<(Endpoint, MemberSignals)>, DatapathError> {
+        collect(self.member_signals.iter(), MEMBER_SIGNALS, |e, s| (e, s))
+    }
+
     pub fn stats(&self) -> Result<Stats, DatapathError> {
         let mut out = Stats::default();
         for stat in Stat::ALL {
@@ -233,8 +262,15 @@ fn not_found_is_none<V>(
     }
 }
 
+/// Whether a delete removed something. aya reports a missing key of a
+/// delete as the syscall's ENOENT, not as `KeyNotFound`.
 fn removed(r: Result<(), MapError>, map: &'static str) -> Result<bool, DatapathError> {
-    not_found_is_none(r, map).map(|o| o.is_some())
+    match r {
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(false)
+        }
+        r => not_found_is_none(r, map).map(|o| o.is_some()),
+    }
 }
 
 fn collect<K, V, T>(

@@ -10,12 +10,14 @@ mod flow_table;
 mod loader;
 mod maps;
 mod pinned;
+mod signal_events;
 pub mod system;
 
 pub use error::DatapathError;
 pub use flow_table::{FlowTable, Lifetimes, Sweep, Verdict, verdict};
 pub use loader::{
     Attachment, Datapath, EGRESS_PROGRAM, Hook, INGRESS_PROGRAM, IngressMode, Options, XDP_PROGRAM,
-    load_programs, pins_exist, teardown,
+    load_programs, load_programs_with, pins_exist, teardown,
 };
 pub use maps::{FlowEntry, Maps, ServiceEntry, Stats};
+pub use signal_events::SignalEvents;

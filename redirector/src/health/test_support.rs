@@ -39,6 +39,7 @@ pub(crate) fn check_of(kind: CheckKind, timeout: Duration) -> Check {
         fast_interval: Duration::from_millis(200),
         rise: 1,
         fall: 1,
+        observe: crate::config::Observe::default(),
     }
 }
 

@@ -92,7 +92,20 @@ pub(super) fn started(t: &Topology, cfg: &str) -> DaemonProc {
     let d = DaemonProc::start(t, cfg);
     d.wait_active("cache", "east", BOUND);
     until_region(t, "east", BOUND);
+    wait_east_up(&d);
     d
+}
+
+/// Waits until east is confirmed Up. A fresh daemon serves from east at
+/// once, before its checks confirm it; a fault injected before that is a
+/// cold-start case (the move to west is `startup`, and east's first Up
+/// takes over without failback_delay), not the failover a test means.
+pub(super) fn wait_east_up(d: &DaemonProc) {
+    let start = Instant::now();
+    while d.status().services[0].members[0].health != Health::Up {
+        assert!(start.elapsed() < BOUND, "east never confirmed up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn last_flip(d: &DaemonProc) -> redirector::status::FlipRecord {

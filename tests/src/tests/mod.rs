@@ -8,3 +8,5 @@ mod icmp;
 mod lengths;
 mod packets;
 mod pmtu;
+mod reactive;
+mod signals;

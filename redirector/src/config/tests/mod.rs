@@ -3,6 +3,7 @@
 
 mod checks;
 mod datapath_admin;
+mod observe;
 mod services;
 mod syntax;
 mod values;
@@ -55,6 +56,9 @@ timeout = "200ms"
 fast_interval = "100ms"
 rise = 5
 fall = 1
+observe = "layer7"
+error_limit = 3
+on_error = "sudden-death"
 username = "probe"
 password_file = "/etc/redirector/redis.pass"
 tls = true

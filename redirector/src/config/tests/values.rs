@@ -57,6 +57,12 @@ fn full_config_parses_into_expected_values() {
             fast_interval: Duration::from_millis(100),
             rise: 5,
             fall: 1,
+            observe: Observe {
+                mode: ObserveMode::Layer7,
+                error_limit: 3,
+                on_error: OnError::SuddenDeath,
+                keys_set: vec!["error_limit", "on_error"],
+            },
         }
     );
     assert_eq!(
@@ -154,6 +160,12 @@ fn omitted_keys_take_their_defaults() {
             fast_interval: Duration::from_millis(50),
             rise: 3,
             fall: 2,
+            observe: Observe {
+                mode: ObserveMode::Layer4,
+                error_limit: 1,
+                on_error: OnError::FailCheck,
+                keys_set: vec![],
+            },
         }
     );
     assert_eq!(s.members[0].priority, 1);

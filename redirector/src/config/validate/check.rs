@@ -1,7 +1,8 @@
 //! `[services.check]`: the check kind, its timing (interval, timeout,
 //! fast_interval) and its rise/fall counts, and the rule that a
 //! kind-specific key is only accepted by the kinds that use it. Each kind's
-//! own options are validated in `check_options`.
+//! own options are validated in `check_options`, the reactive policy
+//! (observe, error_limit, on_error) in `observe`.
 
 use std::{ops::Range, time::Duration};
 
@@ -54,6 +55,7 @@ impl Ctx<'_> {
 
         let (kind_span, kind) = self.kind_name(raw.kind.take(), &p)?;
         let timing = self.timing(&mut raw, &p)?;
+        let observe = self.observe(&mut raw, &p)?;
         self.reject_keys_of_other_kinds(&raw, kind, &p)?;
         let credentials = self.credentials(&mut raw, &p)?;
         let kind = match kind {
@@ -76,6 +78,7 @@ impl Ctx<'_> {
             fast_interval: timing.fast_interval,
             rise: timing.rise,
             fall: timing.fall,
+            observe,
         })
     }
 

@@ -8,6 +8,7 @@ mod check;
 mod check_options;
 mod datapath;
 mod member;
+mod observe;
 mod service;
 
 use std::{collections::HashMap, ops::Range, path::Path, time::Duration};
@@ -168,7 +169,17 @@ impl<'a> Ctx<'a> {
         default: u32,
         field: &str,
     ) -> Result<u32, ConfigError> {
-        let (min, max) = COUNT_RANGE;
+        self.bounded_count(value, default, field, COUNT_RANGE)
+    }
+
+    /// A count within `range` (inclusive), or `default`.
+    fn bounded_count(
+        &self,
+        value: Option<Spanned<u32>>,
+        default: u32,
+        field: &str,
+        (min, max): (u32, u32),
+    ) -> Result<u32, ConfigError> {
         match value.map(split) {
             None => Ok(default),
             Some((span, n)) if n < min || n > max => Err(self.err(

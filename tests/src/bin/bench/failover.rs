@@ -3,6 +3,9 @@
 //! for HAProxy co-located on the application host (TCP mode, `option
 //! redis-check`, west as `backup`, `on-marked-down shutdown-sessions`), with
 //! HAProxy's default check timings and with timings tuned to redirector's.
+//! Each [`System`] carries its config (redirector's `[services.check]`
+//! block, HAProxy's server check parameters), so the reactive-health part
+//! runs the same trials with other settings.
 //!
 //! The client keeps one connection, sends GET every 5 ms with a 100 ms
 //! limit, and reconnects after any error; every error is counted. Between
@@ -36,7 +39,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 4] = [
+    pub const ALL: [Fault; 4] = [
         Fault::Kill,
         Fault::Sigstop,
         Fault::LinkDown,
@@ -86,17 +89,70 @@ impl Fault {
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, serde::Serialize)]
 pub enum System {
+    /// redirector with the default config (on r12: reactive signals on,
+    /// `observe = "layer4"`, `on_error = "fail-check"`).
     Redirector,
+    /// redirector with scheduled checks only (`observe = "off"`).
+    RedirectorChecksOnly,
+    /// redirector failing over on the first signal (`on_error = "mark-down"`).
+    RedirectorMarkDown,
     HaproxyDefaults,
     HaproxyTuned,
+    /// Tuned checks plus `observe layer4 error-limit 1 on-error mark-down`.
+    HaproxyTunedObserve,
 }
+
+/// The tuned HAProxy check timings, redirector's own.
+const HAPROXY_TUNED: &str = "check inter 250ms fastinter 50ms fall 2 rise 3";
 
 impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Redirector => "redirector (defaults)",
+            System::RedirectorChecksOnly => "redirector (observe off: checks only)",
+            System::RedirectorMarkDown => "redirector (on_error mark-down)",
             System::HaproxyDefaults => "HAProxy (defaults: inter 2s fall 3 rise 2)",
             System::HaproxyTuned => "HAProxy (inter 250ms fastinter 50ms fall 2 rise 3)",
+            System::HaproxyTunedObserve => {
+                "HAProxy (tuned + observe layer4 error-limit 1 on-error mark-down)"
+            }
+        }
+    }
+
+    /// The name on a chart's row.
+    pub fn short_name(self) -> &'static str {
+        match self {
+            System::Redirector => "redirector",
+            System::RedirectorChecksOnly => "redirector, checks only",
+            System::RedirectorMarkDown => "redirector, mark-down",
+            System::HaproxyDefaults => "HAProxy defaults",
+            System::HaproxyTuned => "HAProxy tuned",
+            System::HaproxyTunedObserve => "HAProxy tuned+observe",
+        }
+    }
+
+    /// The `[services.check]` block of this system's redirector config
+    /// (empty: defaults); None for HAProxy.
+    pub fn redirector_check(self) -> Option<&'static str> {
+        match self {
+            System::Redirector => Some(""),
+            System::RedirectorChecksOnly => Some("[services.check]\nobserve = \"off\"\n"),
+            System::RedirectorMarkDown => Some("[services.check]\non_error = \"mark-down\"\n"),
+            _ => None,
+        }
+    }
+
+    /// HAProxy's server check parameters and its `timeout check`; None for
+    /// redirector.
+    fn haproxy_check(self) -> Option<(String, Option<&'static str>)> {
+        match self {
+            System::HaproxyDefaults => Some(("check".into(), None)),
+            System::HaproxyTuned => Some((HAPROXY_TUNED.into(), Some("250ms"))),
+            System::HaproxyTunedObserve => Some((
+                format!("{HAPROXY_TUNED} observe layer4 error-limit 1 on-error mark-down"),
+                Some("250ms"),
+            )),
+            _ => None,
         }
     }
 }
@@ -110,6 +166,17 @@ pub struct Series {
     pub median_ms: f64,
     pub p95_ms: f64,
     pub max_ms: f64,
+    /// Client errors per failover.
+    pub errors_median: f64,
+    pub errors_p95: f64,
+    pub errors_max: f64,
+    /// redirector only, per trial: ms from the fault to the SERVICES map
+    /// write of the failover (from `redirector history`); separates
+    /// detection from the client's own recovery.
+    pub map_write_ms: Vec<f64>,
+    /// redirector only, per trial: what completed east's failure
+    /// ("checks" or "signals").
+    pub triggers: Vec<String>,
 }
 
 pub const REDIRECTOR_CONFIG: &str = r#"
@@ -131,19 +198,22 @@ name = "west"
 addr = "198.18.2.10:6379"
 "#;
 
+/// [`REDIRECTOR_CONFIG`] with `check` (a `[services.check]` block, or
+/// empty) in its service.
+pub fn redirector_config(check: &str) -> String {
+    let at = "failback = \"manual\"\n";
+    REDIRECTOR_CONFIG.replacen(at, &format!("{at}{check}"), 1)
+}
+
 pub const HAPROXY_PORT: u16 = 7000;
 
-fn haproxy_config(tuned: bool) -> String {
-    let params = if tuned {
-        "check inter 250ms fastinter 50ms fall 2 rise 3"
-    } else {
-        "check"
-    };
-    let check_timeout = if tuned {
-        "    timeout check 250ms\n"
-    } else {
-        ""
-    };
+/// HAProxy's config for `system`: east first, west as backup, both with
+/// the system's check parameters.
+pub fn haproxy_config(system: System) -> String {
+    let (params, timeout) = system
+        .haproxy_check()
+        .unwrap_or_else(|| panic!("{} is not HAProxy", system.name()));
+    let check_timeout = timeout.map_or(String::new(), |t| format!("    timeout check {t}\n"));
     format!(
         "global\n    maxconn 4096\ndefaults\n    mode tcp\n    timeout connect 1s\n    timeout client 60s\n    timeout server 60s\n{check_timeout}listen redis\n    bind 127.0.0.1:{HAPROXY_PORT}\n    option redis-check\n    default-server on-marked-down shutdown-sessions\n    server east 198.18.1.10:6379 {params}\n    server west 198.18.2.10:6379 {params} backup\n"
     )
@@ -156,11 +226,12 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
-    pub fn start(t: &Topology, tuned: bool) -> anyhow::Result<Self> {
+    /// Starts HAProxy as `system` (one of the HAProxy systems).
+    pub fn start(t: &Topology, system: System) -> anyhow::Result<Self> {
         let dir = std::env::temp_dir().join(unique("haproxy"));
         std::fs::create_dir_all(&dir)?;
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, haproxy_config(tuned))?;
+        std::fs::write(&cfg, haproxy_config(system))?;
         let log = std::fs::File::create(dir.join("haproxy.log"))?;
         let child = Command::new("ip")
             .args(["netns", "exec", &t.app.name, "haproxy", "-db", "-f"])
@@ -229,88 +300,159 @@ impl Prober<'_> {
     }
 }
 
-/// Adds haproxy's own log to an error, if haproxy was involved.
-fn explain(e: anyhow::Error, h: &Option<Haproxy>) -> anyhow::Error {
-    match h {
-        Some(h) => {
-            e.context(std::fs::read_to_string(h.dir.join("haproxy.log")).unwrap_or_default())
+/// One system under test on a topology: redirector's daemon or HAProxy,
+/// and the address its clients use. Dropping it stops the process.
+struct UnderTest {
+    daemon: Option<DaemonProc>,
+    haproxy: Option<Haproxy>,
+    target: SocketAddr,
+}
+
+impl UnderTest {
+    /// Starts `system` with its config and waits (bounded) until east
+    /// answers through it.
+    fn start(t: &Topology, system: System) -> anyhow::Result<Self> {
+        let me = match system.redirector_check() {
+            Some(check) => {
+                let d = DaemonProc::start(t, &redirector_config(check));
+                d.wait_active("cache", "east", Duration::from_secs(10));
+                Self {
+                    daemon: Some(d),
+                    haproxy: None,
+                    target: vip(Family::V4),
+                }
+            }
+            None => Self {
+                daemon: None,
+                haproxy: Some(Haproxy::start(t, system)?),
+                target: SocketAddr::from(([127, 0, 0, 1], HAPROXY_PORT)),
+            },
+        };
+        me.prober(t)
+            .until("east", Duration::from_secs(15))
+            .map_err(|e| me.explain(e))?;
+        Ok(me)
+    }
+
+    fn prober<'a>(&self, t: &'a Topology) -> Prober<'a> {
+        Prober {
+            t,
+            target: self.target,
+            conn: None,
         }
-        None => e,
+    }
+
+    /// Adds haproxy's own log to an error, if haproxy was involved.
+    fn explain(&self, e: anyhow::Error) -> anyhow::Error {
+        match &self.haproxy {
+            Some(h) => {
+                e.context(std::fs::read_to_string(h.dir.join("haproxy.log")).unwrap_or_default())
+            }
+            None => e,
+        }
+    }
+
+    /// After a healed fault: waits (bounded) until redirector sees east Up
+    /// again, then returns to it (`failback = "manual"`). HAProxy fails
+    /// back by itself; the next trial waits for east either way.
+    fn return_to_east(&self) -> anyhow::Result<()> {
+        let Some(d) = &self.daemon else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while d.status().services[0].members[0].health != redirector::decide::Health::Up {
+            if Instant::now() > deadline {
+                bail!("east did not come back up");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = d.cli(&["release", "cache"]);
+        anyhow::ensure!(out.status.success(), "release failed");
+        Ok(())
+    }
+
+    /// redirector's failover to west after `fault_unix_ms`, from its
+    /// history: ms from the fault to the SERVICES write, and what
+    /// completed east's failure ("checks" or "signals").
+    fn map_write(&self, fault_unix_ms: u64) -> Option<(f64, String)> {
+        // Earlier trials' failovers are seconds older; the slack covers
+        // rounding to whole ms on both sides.
+        let flip = self
+            .daemon
+            .as_ref()?
+            .history()
+            .into_iter()
+            .filter(|r| r.to == "west" && r.map_written_ms + 5 >= fault_unix_ms)
+            .min_by_key(|r| r.map_written_ms)?;
+        let trigger = match (&flip.trigger, flip.signals.is_empty()) {
+            (Some(t), _) => t.clone(),
+            (None, true) => "checks".into(),
+            (None, false) => "checks (with signals)".into(),
+        };
+        Some((flip.map_written_ms as f64 - fault_unix_ms as f64, trigger))
     }
 }
 
-fn series(system: System, fault: Fault, trials: usize) -> anyhow::Result<Series> {
-    let mut t = Topology::new(true);
-    let mut daemon = None;
-    let mut haproxy = None;
-    let target = match system {
-        System::Redirector => {
-            let d = DaemonProc::start(&t, REDIRECTOR_CONFIG);
-            d.wait_active("cache", "east", Duration::from_secs(10));
-            daemon = Some(d);
-            vip(Family::V4)
-        }
-        System::HaproxyDefaults | System::HaproxyTuned => {
-            haproxy = Some(Haproxy::start(&t, system == System::HaproxyTuned)?);
-            SocketAddr::from(([127, 0, 0, 1], HAPROXY_PORT))
-        }
+/// What one failover trial measured.
+struct Trial {
+    took: Duration,
+    errors: u32,
+    /// redirector only: see [`UnderTest::map_write`].
+    map_write: Option<(f64, String)>,
+}
+
+fn unix_ms_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One fault with a kept client connection on east, measured until west
+/// answers; then healed and back on east.
+fn trial(t: &mut Topology, sut: &UnderTest, fault: Fault) -> anyhow::Result<Trial> {
+    sut.prober(t)
+        .until("east", Duration::from_secs(15))
+        .map_err(|e| sut.explain(e))?;
+    // A live kept connection on east when the fault hits.
+    let conn = {
+        let mut p = sut.prober(t);
+        p.get();
+        p.conn.take()
     };
+    let fault_unix_ms = unix_ms_now();
+    fault.inject(t);
     let mut p = Prober {
-        t: &t,
-        target,
-        conn: None,
+        conn,
+        ..sut.prober(t)
     };
-    p.until("east", Duration::from_secs(15))?;
+    let (took, errors) = p
+        .until("west", Duration::from_secs(30))
+        .map_err(|e| sut.explain(e))?;
     drop(p);
-    let (mut times, mut errors) = (Vec::new(), Vec::new());
+    let map_write = sut.map_write(fault_unix_ms);
+    fault.heal(t);
+    sut.return_to_east()?;
+    Ok(Trial {
+        took,
+        errors,
+        map_write,
+    })
+}
+
+/// `trials` failovers of `system` through `fault` on a fresh topology.
+pub fn series(system: System, fault: Fault, trials: usize) -> anyhow::Result<Series> {
+    let mut t = Topology::new(true);
+    let sut = UnderTest::start(&t, system)?;
+    let mut runs = Vec::new();
     for _ in 0..trials {
-        let mut p = Prober {
-            t: &t,
-            target,
-            conn: None,
-        };
-        p.until("east", Duration::from_secs(15))
-            .map_err(|e| explain(e, &haproxy))?;
-        drop(p);
-        // A live kept connection on east when the fault hits.
-        let conn = {
-            let mut p = Prober {
-                t: &t,
-                target,
-                conn: None,
-            };
-            p.get();
-            p.conn.take()
-        };
-        fault.inject(&mut t);
-        let mut p2 = Prober {
-            t: &t,
-            target,
-            conn,
-        };
-        let (took, errs) = p2
-            .until("west", Duration::from_secs(30))
-            .map_err(|e| explain(e, &haproxy))?;
-        drop(p2);
-        times.push(took.as_secs_f64() * 1000.0);
-        errors.push(errs);
-        fault.heal(&mut t);
-        if let Some(d) = &daemon {
-            // Wait until east is Up again, then return to it.
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while d.status().services[0].members[0].health != redirector::decide::Health::Up {
-                if Instant::now() > deadline {
-                    bail!("east did not come back up");
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let out = d.cli(&["release", "cache"]);
-            anyhow::ensure!(out.status.success(), "release failed");
-        }
+        runs.push(trial(&mut t, &sut, fault)?);
     }
-    drop(haproxy);
-    drop(daemon);
+    drop(sut);
+    let times: Vec<f64> = runs.iter().map(|r| r.took.as_secs_f64() * 1e3).collect();
+    let errors: Vec<u32> = runs.iter().map(|r| r.errors).collect();
     let sum = summary(&mut times.clone());
+    let errs = summary(&mut errors.iter().map(|&e| f64::from(e)).collect::<Vec<_>>());
+    let (map_write_ms, triggers) = runs.into_iter().filter_map(|r| r.map_write).unzip();
     Ok(Series {
         system,
         fault,
@@ -319,6 +461,11 @@ fn series(system: System, fault: Fault, trials: usize) -> anyhow::Result<Series>
         max_ms: sum.max,
         trials_ms: times,
         errors,
+        errors_median: errs.median,
+        errors_p95: errs.p95,
+        errors_max: errs.max,
+        map_write_ms,
+        triggers,
     })
 }
 
@@ -406,14 +553,13 @@ pub fn svg(all: &[Series]) -> String {
     for (i, s) in all.iter().enumerate() {
         let color = match s.system {
             System::Redirector => "#2a7",
+            System::RedirectorChecksOnly => "#8cb",
+            System::RedirectorMarkDown => "#175",
             System::HaproxyTuned => "#e93",
+            System::HaproxyTunedObserve => "#b62",
             System::HaproxyDefaults => "#c44",
         };
-        let label = format!(
-            "{} / {}",
-            s.fault.name(),
-            s.system.name().split(" (").next().unwrap_or("")
-        );
+        let label = format!("{} / {}", s.fault.name(), s.system.short_name());
         svg::BarRow {
             y: 34.0 + row * i as f64,
             label: &label,

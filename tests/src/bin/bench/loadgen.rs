@@ -27,7 +27,7 @@ use tokio::{
 };
 
 use super::{
-    failover::{Haproxy, REDIRECTOR_CONFIG},
+    failover::{Haproxy, REDIRECTOR_CONFIG, System},
     paired_ratio, summary, svg,
     throughput::{Path, busy_jiffies},
 };
@@ -366,7 +366,7 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
     d.wait_active("cache", "east", Duration::from_secs(10));
     // HAProxy with default checks, as in `throughput` (tuned checks can
     // time out under full load and cut the connections).
-    let haproxy = Haproxy::start(&t, false)?;
+    let haproxy = Haproxy::start(&t, System::HaproxyDefaults)?;
     std::thread::sleep(Duration::from_secs(1));
     let mut runs: Vec<(Path, Load, Sample)> = Vec::new();
     for _ in 0..rounds {

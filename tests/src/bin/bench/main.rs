@@ -8,6 +8,7 @@ mod daemon_load;
 mod failover;
 mod loadgen;
 mod packet;
+mod reactive;
 mod scale;
 mod svg;
 mod throughput;
@@ -27,6 +28,8 @@ struct Results {
     conntrack: scale::BigConntrack,
     daemon: daemon_load::DaemonLoad,
     failover: Vec<failover::Series>,
+    /// Failover with live traffic, reactive health on and off (issue 12).
+    reactive: Vec<failover::Series>,
     throughput: Vec<throughput::Cell>,
     loadgen: Vec<loadgen::Cell>,
     timeline: Vec<timeline::Timeline>,
@@ -93,6 +96,9 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(());
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("reactive") {
+        return reactive_only(quick, &root, tag);
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("failover") {
         let f = failover::run_all(if quick { 3 } else { 20 }, quick)?;
         println!("{}", failover::table(&f, quick));
@@ -113,6 +119,8 @@ fn main() -> anyhow::Result<()> {
     let loadgen = loadgen::run(if quick { 2 } else { 5 }, quick)?;
     println!("bench: failover trials");
     let failover = failover::run_all(if quick { 3 } else { 20 }, quick)?;
+    println!("bench: failover with live traffic, reactive health on and off");
+    let reactive = reactive::run(if quick { 3 } else { 20 })?;
     println!("bench: a latency timeline through a failover");
     let timeline = timeline::run(quick)?;
     let results = Results {
@@ -126,6 +134,7 @@ fn main() -> anyhow::Result<()> {
         conntrack,
         daemon,
         failover,
+        reactive,
         throughput,
         loadgen,
         timeline,
@@ -139,6 +148,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(root.join(&name), &report)?;
     let failover_svg = failover::svg(&results.failover);
     std::fs::write(root.join(format!("failover{tag}.svg")), failover_svg)?;
+    std::fs::write(
+        root.join(format!("failover-reactive{tag}.svg")),
+        failover::svg(&results.reactive),
+    )?;
     let throughput_svg = throughput::svg(&results.throughput);
     std::fs::write(root.join(format!("throughput{tag}.svg")), throughput_svg)?;
     std::fs::write(
@@ -152,6 +165,40 @@ fn main() -> anyhow::Result<()> {
     )?;
     println!("{report}");
     println!("bench: wrote {} and bench/{name}", json.display());
+    Ok(())
+}
+
+/// `BENCH_ONLY=reactive`: the reactive-health part alone; prints its
+/// table and writes `bench/results/<unix time>-reactive[-quick].json` and
+/// its chart.
+fn reactive_only(quick: bool, root: &Path, tag: &str) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct ReactiveResults {
+        unix_time: u64,
+        quick: bool,
+        machine: Machine,
+        reactive: Vec<failover::Series>,
+    }
+    let started = std::time::Instant::now();
+    let reactive = reactive::run(if quick { 3 } else { 20 })?;
+    println!("{}", reactive::table(&reactive, quick));
+    println!("bench: took {:.0} s", started.elapsed().as_secs_f64());
+    let svg = root.join(format!("failover-reactive{tag}.svg"));
+    std::fs::write(&svg, failover::svg(&reactive))
+        .with_context(|| format!("writing {}", svg.display()))?;
+    let results = ReactiveResults {
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+        quick,
+        machine: machine(),
+        reactive,
+    };
+    std::fs::create_dir_all(root.join("results"))?;
+    let json = root.join(format!("results/{}-reactive{tag}.json", results.unix_time));
+    std::fs::write(&json, serde_json::to_string_pretty(&results)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!("bench: wrote {} and {}", json.display(), svg.display());
     Ok(())
 }
 
@@ -309,6 +356,12 @@ fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
     let _ = writeln!(o, "## Failover time\n");
     o += &failover::table(&r.failover, r.quick);
     let _ = writeln!(o, "\n![failover times](failover{tag}.svg)\n");
+    let _ = writeln!(o, "## Reactive health: failover with live traffic\n");
+    o += &reactive::table(&r.reactive, r.quick);
+    let _ = writeln!(
+        o,
+        "\n![failover times with live traffic](failover-reactive{tag}.svg)\n"
+    );
     let _ = writeln!(o, "## Latency through a failover\n");
     o += &timeline::table(&r.timeline);
     let _ = writeln!(

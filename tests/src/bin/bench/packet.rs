@@ -17,11 +17,14 @@ use aya::{
     Ebpf,
     programs::{SchedClassifier, Xdp},
 };
-use redirector::datapath::{EGRESS_PROGRAM, INGRESS_PROGRAM, Maps, XDP_PROGRAM, load_programs};
+use redirector::datapath::{
+    EGRESS_PROGRAM, INGRESS_PROGRAM, Maps, XDP_PROGRAM, load_programs, load_programs_with,
+};
 use redirector_common::{
     Endpoint,
     builder::tcp_frame,
     parse::{TCP_ACK, TCP_SYN},
+    signal::{OBSERVE_L4, OBSERVE_L7},
 };
 use redirector_tests::{netns::NetNs, pins::PinDir, testrun, unique};
 
@@ -46,6 +49,31 @@ struct Case {
     prog: Prog,
     frame: Vec<u8>,
     baseline: Prog,
+    /// Run the copy loaded with `SIGNALS = 0` (the programs as they were
+    /// before reactive signals), for the same run's comparison.
+    signals_off: bool,
+}
+
+impl Case {
+    fn new(name: &'static str, prog: Prog, frame: Vec<u8>) -> Self {
+        let baseline = if prog == Prog::Xdp {
+            Prog::BaselineXdp
+        } else {
+            Prog::BaselineTc
+        };
+        Self {
+            name,
+            prog,
+            frame,
+            baseline,
+            signals_off: false,
+        }
+    }
+
+    fn signals_off(mut self) -> Self {
+        self.signals_off = true;
+        self
+    }
 }
 
 /// Per-packet cost rows, measured in a fresh namespace.
@@ -75,6 +103,9 @@ fn ep(s: &str) -> Endpoint {
 
 pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow::Result<Vec<Row>> {
     let ebpf = load_programs(pin_path, 65536).context("load programs")?;
+    // A second copy on the same maps with every signal compiled out by the
+    // verifier: the hit-path cost of the signals is the difference.
+    let ebpf_off = load_programs_with(pin_path, 65536, 0).context("load programs, signals off")?;
     let mut baseline = Ebpf::load(BASELINE_OBJECT).context("load baseline")?;
     let p: &mut SchedClassifier = baseline
         .program_mut("baseline_tc")
@@ -106,86 +137,169 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
     maps.set_active(swap_a, swap_b)?;
     maps.set_active(swap_b, swap_a)?;
     let payload = b"*3\r\n$3\r\nGET\r\n$6\r\nregion\r\n";
-    let cases = vec![
+    // The identity members are observed for everything: the signal paths
+    // run as far as they can without raising anything.
+    maps.observe_member(vip, OBSERVE_L4 | OBSERVE_L7)?;
+    maps.observe_member(vip6, OBSERVE_L4 | OBSERVE_L7)?;
+    let ok = b"+OK\r\n";
+    let bulk = b"$11\r\nhello world\r\n";
+    let err = b"-ERR unknown command 'FOO'\r\n";
+    let mut cases = vec![
         Case {
             name: "egress, conntrack hit (IPv4)",
             prog: Prog::Egress,
             frame: tcp_frame(&client, &vip, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "egress, conntrack hit (IPv6)",
             prog: Prog::Egress,
             frame: tcp_frame(&client6, &vip6, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "egress, conntrack hit (IPv4, address and port change)",
             prog: Prog::Egress,
             frame: tcp_frame(&client, &swap_a, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "egress, new flow (SYN)",
             prog: Prog::Egress,
             frame: tcp_frame(&client, &vip, TCP_SYN, b""),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "egress, miss (other port)",
             prog: Prog::Egress,
             frame: tcp_frame(&client, &web, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "egress, miss (VIP port, other address)",
             prog: Prog::Egress,
             frame: tcp_frame(&client, &other, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "reverse XDP, hit",
             prog: Prog::Xdp,
             frame: tcp_frame(&vip, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineXdp,
+            signals_off: false,
         },
         Case {
             name: "reverse XDP, miss (member port)",
             prog: Prog::Xdp,
             frame: tcp_frame(&other, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineXdp,
+            signals_off: false,
         },
         Case {
             name: "reverse XDP, miss (other port)",
             prog: Prog::Xdp,
             frame: tcp_frame(&web, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineXdp,
+            signals_off: false,
         },
         Case {
             name: "reverse TC, hit",
             prog: Prog::IngressTc,
             frame: tcp_frame(&vip, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "reverse TC, hit (address and port change)",
             prog: Prog::IngressTc,
             frame: tcp_frame(&swap_b, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "reverse TC, miss (member port)",
             prog: Prog::IngressTc,
             frame: tcp_frame(&other, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
         Case {
             name: "reverse TC, miss (other port)",
             prog: Prog::IngressTc,
             frame: tcp_frame(&web, &client, TCP_ACK | PSH, payload),
             baseline: Prog::BaselineTc,
+            signals_off: false,
         },
     ];
+    // Signals on (the default load) against off, side by side in each round.
+    let reply = |p: &[u8]| tcp_frame(&vip, &client, TCP_ACK | PSH, p);
+    for (name_on, name_off, prog, frame) in [
+        (
+            "signals on: egress hit (IPv4)",
+            "signals off: egress hit (IPv4)",
+            Prog::Egress,
+            tcp_frame(&client, &vip, TCP_ACK | PSH, payload),
+        ),
+        (
+            "signals on: egress hit (IPv6)",
+            "signals off: egress hit (IPv6)",
+            Prog::Egress,
+            tcp_frame(&client6, &vip6, TCP_ACK | PSH, payload),
+        ),
+        (
+            "signals on: reverse XDP hit, +OK",
+            "signals off: reverse XDP hit, +OK",
+            Prog::Xdp,
+            reply(ok),
+        ),
+        (
+            "signals on: reverse TC hit, +OK",
+            "signals off: reverse TC hit, +OK",
+            Prog::IngressTc,
+            reply(ok),
+        ),
+        (
+            "signals on: reverse XDP hit, 18-byte bulk reply",
+            "signals off: reverse XDP hit, 18-byte bulk reply",
+            Prog::Xdp,
+            reply(bulk),
+        ),
+        (
+            "signals on: reverse TC hit, 18-byte bulk reply",
+            "signals off: reverse TC hit, 18-byte bulk reply",
+            Prog::IngressTc,
+            reply(bulk),
+        ),
+        (
+            "signals on: reverse XDP hit, -ERR",
+            "signals off: reverse XDP hit, -ERR",
+            Prog::Xdp,
+            reply(err),
+        ),
+        (
+            "signals on: reverse TC hit, -ERR",
+            "signals off: reverse TC hit, -ERR",
+            Prog::IngressTc,
+            reply(err),
+        ),
+        (
+            // The same 4-tuple every time: with signals on, each is a
+            // retransmission and raises syn_unanswered (worst case).
+            "signals on: egress SYN (retransmitted, raises)",
+            "signals off: egress SYN",
+            Prog::Egress,
+            tcp_frame(&client, &vip, TCP_SYN, b""),
+        ),
+    ] {
+        cases.push(Case::new(name_on, prog, frame.clone()));
+        cases.push(Case::new(name_off, prog, frame).signals_off());
+    }
     // Create the flow entries the hit cases rely on (both swap flows).
     for c in &cases {
         if c.prog == Prog::Egress {
@@ -211,7 +325,8 @@ pub fn measure(pin_path: &std::path::Path, repeat: u32, rounds: usize) -> anyhow
             repeat,
         )?);
         for (i, c) in cases.iter().enumerate() {
-            samples[i].push(run_once(&ebpf, &baseline, c.prog, &c.frame, repeat)?);
+            let obj = if c.signals_off { &ebpf_off } else { &ebpf };
+            samples[i].push(run_once(obj, &baseline, c.prog, &c.frame, repeat)?);
         }
         base_xdp.push(run_once(
             &ebpf,

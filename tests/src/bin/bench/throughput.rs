@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use redirector_tests::{daemon::DaemonProc, topology::Topology};
 
 use super::{
-    failover::{Haproxy, REDIRECTOR_CONFIG},
+    failover::{Haproxy, REDIRECTOR_CONFIG, System},
     paired_ratio, summary, svg,
 };
 
@@ -149,7 +149,7 @@ pub fn run(rounds: usize, quick: bool) -> anyhow::Result<Vec<Cell>> {
     // cores, 250 ms check timeouts can expire and `shutdown-sessions` would
     // cut the benchmark's connections (seen in a run), which measures the
     // checks, not the proxy.
-    let haproxy = Haproxy::start(&t, false)?;
+    let haproxy = Haproxy::start(&t, System::HaproxyDefaults)?;
     std::thread::sleep(Duration::from_secs(1));
     let mut cells: Vec<Cell> = Vec::new();
     for _ in 0..rounds {

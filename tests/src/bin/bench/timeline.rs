@@ -168,7 +168,7 @@ fn one(fault: Fault) -> anyhow::Result<Timeline> {
     let mut t = Topology::new(true);
     let daemon = DaemonProc::start(&t, REDIRECTOR_CONFIG);
     daemon.wait_active("cache", "east", Duration::from_secs(10));
-    let haproxy = Haproxy::start(&t, true)?;
+    let haproxy = Haproxy::start(&t, System::HaproxyTuned)?;
     let systems = [
         (System::Redirector, vip(Family::V4)),
         (
