@@ -24,9 +24,12 @@
 //!   Up; a member's first Up since a fresh start skips `failback_delay`;
 //! - reactive signals (`signals`): the application's own traffic counts
 //!   towards a member's health beside the checks, never marking it Down
-//!   alone unless `on_error = "mark-down"`.
+//!   alone unless `on_error = "mark-down"`;
+//! - fleet mode (`fleet`): one decision for every application host, over
+//!   the hosts' shared view of the members (the rule only; not wired yet).
 
 mod cold_start;
+pub mod fleet;
 mod signals;
 
 use std::{collections::BTreeSet, time::Duration, time::Instant};

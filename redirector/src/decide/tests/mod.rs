@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use super::*;
 
 mod cold_start;
+mod fleet;
 mod signals;
 
 /// The defaults: rise 3, fall 2, timeout and interval 250 ms (so `settle`
