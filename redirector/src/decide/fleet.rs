@@ -19,7 +19,7 @@
 //!   quorum have seen it up for `failback_delay`. A member the fleet may
 //!   move to is up, not fleet-down and not drained.
 //!
-//! Rule (`evaluate`):
+//! Rule (`evaluate`, or `Fleet::evaluate`):
 //! - the active member stays while it is not fleet-down and not drained,
 //!   whatever a minority sees (no concurrent access: hosts that cannot
 //!   reach it get errors rather than write elsewhere);
@@ -34,7 +34,7 @@
 //!   fleet-down) first goes through a phase with no active member, until
 //!   every live host has applied that epoch; then the new member serves.
 //!
-//! Operator actions (`switchover`, `release`, `drain`, `undrain`) are new
+//! Operator actions (`Fleet::{switchover, release, drain, undrain}`) are new
 //! decisions too, so they act on the whole fleet at once. Every new
 //! decision has the epoch after the current one.
 
