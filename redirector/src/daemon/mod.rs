@@ -356,6 +356,7 @@ impl Daemon {
                 .any(|s| Some(s) == self.services.get(&name).map(|h| &h.config));
             if !keep {
                 let h = self.services.remove(&name).expect("listed above");
+                self.shared.writer.forget_service(name.clone()).await;
                 if !new.services.iter().any(|s| s.vip == h.config.vip) {
                     self.shared
                         .writer

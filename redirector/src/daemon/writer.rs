@@ -56,6 +56,9 @@ enum Cmd {
         service: String,
         members: BTreeMap<Endpoint, u32>,
     },
+    ForgetService {
+        service: String,
+    },
     Stats {
         reply: oneshot::Sender<Option<Stats>>,
     },
@@ -124,6 +127,12 @@ impl Writer {
     /// no longer observed.
     pub async fn observe(&self, service: String, members: BTreeMap<Endpoint, u32>) {
         self.send(Cmd::Observe { service, members }).await;
+    }
+
+    /// `service` stopped: its members to reset and to observe no longer
+    /// count (a restarted service announces its own again).
+    pub async fn forget_service(&self, service: String) {
+        self.send(Cmd::ForgetService { service }).await;
     }
 
     /// The data path's counters (one per-CPU lookup each; no map walk).
@@ -196,6 +205,10 @@ fn run(mut maps: impl MapStore, errors: Family<MapOpLabels, Counter>, mut rx: mp
             Cmd::Members { vip, members } => served.add(&mut maps, &errors, vip, members),
             Cmd::Observe { service, members } => {
                 observed.wanted.insert(service, members);
+            }
+            Cmd::ForgetService { service } => {
+                down.forget(&service);
+                observed.wanted.remove(&service);
             }
             Cmd::Stats { reply } => {
                 let s = maps.stats();
@@ -493,6 +506,25 @@ mod tests {
             "the active member is still marked down: all its flows would be reset"
         );
         assert!(state.down.contains_key(&east), "east marked down");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_service_leaves_no_down_mark_or_observed_member_behind() {
+        let maps = FakeMaps::default();
+        let w = Writer::spawn(maps.clone(), Family::default()).unwrap();
+        let east = ep("198.18.1.10:6379");
+        w.sync_down("old".into(), BTreeMap::from([(east, DOWN_UNHEALTHY)]))
+            .await;
+        w.observe("old".into(), BTreeMap::from([(east, 1)])).await;
+        w.stats().await;
+        assert!(maps.state().down.contains_key(&east));
+        assert!(maps.state().observed.contains_key(&east));
+        // Renamed on reload, same VIP: the VIP's entry stays, the old
+        // name's wishes go.
+        w.forget_service("old".into()).await;
+        w.stats().await;
+        assert!(!maps.state().down.contains_key(&east), "east still reset");
+        assert!(!maps.state().observed.contains_key(&east));
     }
 
     #[tokio::test]
