@@ -1,6 +1,7 @@
 //! Test support for the kernel-facing tests: network namespaces, a
-//! two-member topology with real redis-server processes, unique bpffs pin
-//! directories, and a minimal RESP client. Every resource is released on
+//! two-member topology with real redis-server processes, a real etcd
+//! cluster for the fleet tests, unique bpffs pin directories, and a minimal
+//! RESP client. Every resource is released on
 //! Drop, so a failing test leaves nothing behind.
 //!
 //! The tests themselves are in `src/tests/`. Those that need root say so
@@ -8,6 +9,7 @@
 //! any user; `cargo xtask test` runs them all as root (`--include-ignored`).
 
 pub mod daemon;
+pub mod etcd;
 pub mod netns;
 pub mod pins;
 pub mod resp;

@@ -7,7 +7,10 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 
 /// Debian packages: LLVM 22 for bpf-linker, redis for the members,
-/// iproute2/ethtool/nftables for the namespace tests, bpftool to inspect.
+/// iproute2/ethtool/nftables for the namespace tests, bpftool to inspect,
+/// etcd (server and etcdctl) for the fleet tests' clusters. The etcd-server
+/// package starts no service where systemd is not running (the tests start
+/// their own members); where it is, [`etcd_service`] stops the one it starts.
 pub const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -18,6 +21,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "nftables",
     "bpftool",
     "haproxy",
+    "etcd-server",
+    "etcd-client",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -62,7 +67,34 @@ fn apt() -> anyhow::Result<()> {
     if !status.success() {
         bail!("apt-get install {} failed", missing.join(" "));
     }
+    if missing.contains(&"etcd-server") {
+        etcd_service();
+    }
     Ok(())
+}
+
+/// Stops and disables the system etcd that installing etcd-server may have
+/// started (systemd enables and starts `etcd.service`; without systemd the
+/// postinst runs `/etc/init.d/etcd start` unless policy-rc.d denies it).
+/// Only called right after this setup installed the package, so an etcd
+/// someone installed on purpose is left alone.
+fn etcd_service() {
+    let quiet = |cmd: &str, args: &[&str]| {
+        Command::new(cmd)
+            .args(args)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let stopped = if std::path::Path::new("/run/systemd/system").exists() {
+        quiet("systemctl", &["disable", "--now", "etcd.service"])
+    } else {
+        let ran = quiet("/etc/init.d/etcd", &["status"]);
+        let _ = quiet("update-rc.d", &["etcd", "disable"]);
+        ran && quiet("/etc/init.d/etcd", &["stop"])
+    };
+    if stopped {
+        println!("setup: stopped and disabled the system etcd service (the tests run their own)");
+    }
 }
 
 fn output(cmd: &str, args: &[&str]) -> String {

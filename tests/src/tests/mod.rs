@@ -1,6 +1,7 @@
 mod datapath;
 mod deploy;
 mod failover;
+mod fleet;
 mod flow_lifecycle;
 mod flows_e2e;
 mod hostile;
