@@ -6,6 +6,7 @@ mod flow_lifecycle;
 mod flows_e2e;
 mod hostile;
 mod icmp;
+mod layers;
 mod lengths;
 mod packets;
 mod pmtu;
