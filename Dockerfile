@@ -3,7 +3,7 @@
 FROM rust:1-bookworm AS build
 # LLVM 22 (from bookworm-security) for bpf-linker, matching nightly's LLVM.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends llvm-22-dev libpolly-22-dev \
+ && apt-get install -y --no-install-recommends llvm-22-dev libpolly-22-dev protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 RUN rustup toolchain install nightly --profile minimal --component rust-src \
  && LLVM_PREFIX=/usr/lib/llvm-22 PATH=/usr/lib/llvm-22/bin:$PATH \

@@ -23,6 +23,9 @@ pub const APT_PACKAGES: &[&str] = &[
     "haproxy",
     "etcd-server",
     "etcd-client",
+    // protoc and the well-known types, for the etcd-client crate's build
+    "protobuf-compiler",
+    "libprotobuf-dev",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
