@@ -480,6 +480,8 @@ mod tests {
             map_written_ms: 3,
             signals: [("refused".to_string(), 2), ("reset".to_string(), 1)].into(),
             trigger: Some("checks".into()),
+            epoch: None,
+            phase: None,
         };
         let text = format_history(std::slice::from_ref(&r));
         assert!(

@@ -83,6 +83,55 @@ pub struct ServiceStatus {
     pub degraded: bool,
     pub failback: String,
     pub members: Vec<MemberStatus>,
+    /// Fleet mode's view, for a service with `fleet = true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A fleet service as this host sees it: its link to the coordination
+/// engine, the fleet's decision and every live host's view.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// This host's name in the fleet.
+    pub host: String,
+    /// The host holds its lease and watches the decision.
+    pub attached: bool,
+    /// Unix ms since when the host has been cut off from the engine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detached_since_ms: Option<u64>,
+    /// The host applies the fleet's decision; `false` once
+    /// `on_detach = "local"` has handed the service to its own checks.
+    pub following: bool,
+    /// The decision's epoch (0: nothing decided yet).
+    pub epoch: u64,
+    /// The member the fleet serves through.
+    pub active: Option<String>,
+    /// During a barrier: the member that serves once every live host has
+    /// applied the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barrier_to: Option<String>,
+    pub reason: Option<Reason>,
+    /// The host that wrote the decision.
+    pub by: String,
+    pub pinned: Option<String>,
+    #[serde(default)]
+    pub drained: Vec<String>,
+    /// The epoch this host has applied to its data path.
+    pub applied_epoch: u64,
+    /// Live hosts (holding their lease) and what each sees.
+    pub hosts: Vec<FleetHostStatus>,
+    /// The last error talking to the engine, while it lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// One live host's published view of a fleet service.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FleetHostStatus {
+    pub name: String,
+    pub applied_epoch: u64,
+    /// Member name → "up", "down" or "unknown".
+    pub members: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -127,6 +176,13 @@ pub struct FlipRecord {
     /// (failovers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<String>,
+    /// The fleet decision's epoch this flip applied (fleet services).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// "barrier": the entry was cleared (no member serves) until every
+    /// live host applies the epoch; `to` serves after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
 }
 
 /// Converts a monotonic instant to Unix milliseconds.

@@ -638,6 +638,8 @@ impl ServiceTask {
                 .map(|(k, n)| (k.as_str().to_string(), u64::from(n)))
                 .collect(),
             trigger: f.trigger.map(|t| t.as_str().to_string()),
+            epoch: None,
+            phase: None,
         });
     }
 
@@ -702,6 +704,7 @@ impl ServiceTask {
                     }),
                 })
                 .collect(),
+            fleet: None,
         }
     }
 }
