@@ -18,7 +18,7 @@ use std::{
 };
 
 use crate::{
-    netns::{NetNs, require_root, sh},
+    netns::{NetNs, enter, require_root, sh},
     unique,
 };
 
@@ -335,6 +335,25 @@ impl EtcdCluster {
     pub fn restart(&mut self, i: usize) {
         self.spawn(i, "existing");
         self.wait_healthy();
+    }
+
+    /// Runs `f` with the cluster on a thread inside the hub namespace,
+    /// where the members' client URLs are reachable (the test process's
+    /// own namespace has no route to them): a client made there, a tokio
+    /// runtime on that thread included, keeps its sockets in the hub. The
+    /// cluster is dropped on that thread when `f` returns or panics.
+    pub fn in_hub<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&mut EtcdCluster) -> T + Send + 'static,
+    ) -> T {
+        let path = format!("/run/netns/{}", self.hub.name);
+        std::thread::spawn(move || {
+            let mut cluster = self;
+            enter(&path);
+            f(&mut cluster)
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
     }
 
     /// The PIDs of the running members' etcd processes.

@@ -148,7 +148,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Compare-and-swap on `service`'s decision: writes `record` iff the
     /// key's `mod_revision` is still `expected` (`None`: the key must not
     /// exist). `Some(revision)`: written, at that revision (the new
-    /// `mod_revision`); `None`: someone else wrote first.
+    /// `mod_revision`); `None`: someone else wrote first. A call that
+    /// failed (`Timeout`, `Unreachable`) may still have been applied:
+    /// proposing the same record again reports it written (`Some`) if it
+    /// was; a record names its writer and time, so it is unique.
     fn propose(
         &self,
         service: &str,

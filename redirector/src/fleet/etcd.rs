@@ -13,12 +13,18 @@
 //! etcd's require-leader flag, so a member cut off from its leader
 //! refuses them (and ends its watches) instead of serving stale data.
 
-use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, WatchOptions,
-    WatchResponse, WatchStream,
+    LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions, WatchResponse, WatchStream,
 };
 use tokio::sync::{Mutex, OnceCell, mpsc};
 use tonic::Code;
@@ -38,6 +44,8 @@ const WATCH_BUFFER: usize = 64;
 /// watch on it) is noticed; etcd refuses pings more often than every 5 s
 /// (`--grpc-keepalive-min-time`).
 const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// Pause before trying a call again on another endpoint.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// TLS towards etcd: the CA that signed its certificate, and a client
 /// certificate when etcd asks for one. Endpoints are then `https://`.
@@ -124,37 +132,57 @@ impl EtcdEngine {
         })
     }
 
-    /// Runs `call` with a client (authenticated first if need be), bounded
-    /// by the timeout.
-    async fn call<T, F, Fut>(&self, op: &'static str, call: F) -> Result<T, EngineError>
+    /// Runs `call` with a client (authenticated first if need be), again
+    /// while it fails `Unreachable` (the client spreads calls over the
+    /// endpoints, a dead member among them), all within the timeout.
+    async fn call<T, F, Fut>(&self, op: &'static str, mut call: F) -> Result<T, EngineError>
     where
-        F: FnOnce(Client) -> Fut,
+        F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, EngineError>>,
     {
+        let deadline = Instant::now() + self.timeout;
         let work = async {
-            if let Some((user, password)) = &self.auth {
-                self.authed
-                    .get_or_try_init(|| async {
-                        let mut c = self.client.clone();
-                        c.update_user(Some((user.clone(), password.clone())))
-                            .await
-                            .map_err(|e| match error(op, e) {
-                                EngineError::Failed { op, source } => {
-                                    EngineError::Denied { op, source }
-                                }
-                                other => other,
-                            })
-                    })
-                    .await?;
+            loop {
+                let result = match self.authenticate(op).await {
+                    Ok(()) => call(self.client.clone()).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Err(EngineError::Unreachable { .. })
+                        if Instant::now() + RETRY_PAUSE < deadline =>
+                    {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                    }
+                    other => return other,
+                }
             }
-            call(self.client.clone()).await
         };
-        tokio::time::timeout(self.timeout, work)
+        tokio::time::timeout_at(deadline.into(), work)
             .await
             .map_err(|_| EngineError::Timeout {
                 op,
                 after: self.timeout,
             })?
+    }
+
+    /// Authenticates once, when the options have a user.
+    async fn authenticate(&self, op: &'static str) -> Result<(), EngineError> {
+        let Some((user, password)) = &self.auth else {
+            return Ok(());
+        };
+        self.authed
+            .get_or_try_init(|| async {
+                let mut c = self.client.clone();
+                c.update_user(Some((user.clone(), password.clone())))
+                    .await
+                    .map_err(|e| match error(op, e) {
+                        // etcd answers wrong credentials with InvalidArgument.
+                        EngineError::Failed { op, source } => EngineError::Denied { op, source },
+                        other => other,
+                    })
+            })
+            .await
+            .map(drop)
     }
 
     /// Renews through `lease`'s open stream: `Some(alive)`, or `None` when
@@ -199,6 +227,15 @@ fn error(op: &'static str, e: etcd_client::Error) -> EngineError {
     match e {
         etcd_client::Error::GRpcStatus(status) => match status.code() {
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+                EngineError::Unreachable {
+                    op,
+                    source: status.into(),
+                }
+            }
+            // The client's own transport failures (a connection broken
+            // mid-stream) come as Unknown with the cause attached; etcd's
+            // answers carry no source.
+            Code::Unknown if std::error::Error::source(&status).is_some() => {
                 EngineError::Unreachable {
                     op,
                     source: status.into(),
@@ -293,11 +330,10 @@ impl Engine for EtcdEngine {
         record: &HostRecord,
         lease: LeaseId,
     ) -> Result<(), EngineError> {
-        let key = self.keys.host(service, host);
-        let value = encode(record);
+        let (key, value) = (&self.keys.host(service, host), &encode(record));
         self.call("put_host", |mut c| async move {
             let opts = PutOptions::new().with_lease(lease.0);
-            match c.put(key, value, Some(opts)).await {
+            match c.put(key.clone(), value.clone(), Some(opts)).await {
                 Ok(_) => Ok(()),
                 Err(e) if lease_not_found(&e) => Err(EngineError::LeaseExpired(lease)),
                 Err(e) => Err(error("put_host", e)),
@@ -307,11 +343,11 @@ impl Engine for EtcdEngine {
     }
 
     async fn snapshot(&self, service: &str) -> Result<Snapshot, EngineError> {
-        let prefix = self.keys.service_prefix(service);
+        let prefix = &self.keys.service_prefix(service);
         self.call("snapshot", |mut c| async move {
             // Linearizable: GetOptions' default (not `with_serializable`).
             let resp = c
-                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
                 .await
                 .map_err(|e| error("snapshot", e))?;
             let revision = resp.header().map_or(0, |h| h.revision());
@@ -327,14 +363,14 @@ impl Engine for EtcdEngine {
     }
 
     async fn watch(&self, service: &str, after: Revision) -> Result<Watch, EngineError> {
-        let prefix = self.keys.service_prefix(service);
+        let prefix = &self.keys.service_prefix(service);
         let stream = self
             .call("watch", |mut c| async move {
                 let opts = WatchOptions::new()
                     .with_prefix()
                     .with_start_revision(after + 1);
                 let mut stream = c
-                    .watch(prefix, Some(opts))
+                    .watch(prefix.clone(), Some(opts))
                     .await
                     .map_err(|e| error("watch", e))?;
                 // The watch is established once etcd says it is created.
@@ -363,8 +399,7 @@ impl Engine for EtcdEngine {
         expected: Option<Revision>,
         record: &DecisionRecord,
     ) -> Result<Option<Revision>, EngineError> {
-        let key = self.keys.decision(service);
-        let value = encode(record);
+        let (key, value) = (&self.keys.decision(service), &encode(record));
         self.call("propose", |mut c| async move {
             let unchanged = match expected {
                 Some(rev) => Compare::mod_revision(key.clone(), CompareOp::Equal, rev),
@@ -374,19 +409,28 @@ impl Engine for EtcdEngine {
             };
             let txn = Txn::new()
                 .when([unchanged])
-                .and_then([TxnOp::put(key, value, None)]);
+                .and_then([TxnOp::put(key.clone(), value.clone(), None)])
+                .or_else([TxnOp::get(key.clone(), None)]);
             let resp = c.txn(txn).await.map_err(|e| error("propose", e))?;
-            if !resp.succeeded() {
-                return Ok(None);
+            if resp.succeeded() {
+                // The transaction's revision is the key's new mod_revision.
+                return match resp.header() {
+                    Some(h) => Ok(Some(h.revision())),
+                    None => Err(EngineError::Failed {
+                        op: "propose",
+                        source: "etcd answered the transaction without a header".into(),
+                    }),
+                };
             }
-            // The transaction's revision is the key's new mod_revision.
-            match resp.header() {
-                Some(h) => Ok(Some(h.revision())),
-                None => Err(EngineError::Failed {
-                    op: "propose",
-                    source: "etcd answered the transaction without a header".into(),
-                }),
-            }
+            // Our own record already there: an earlier attempt (one that
+            // timed out, or failed after etcd applied it) was written.
+            let current = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            });
+            Ok(current
+                .filter(|kv| kv.value() == value.as_slice())
+                .map(|kv| kv.mod_revision()))
         })
         .await
     }

@@ -355,11 +355,16 @@ impl Engine for MemoryEngine {
     ) -> Result<Option<Revision>, EngineError> {
         let mut s = self.reach("propose")?;
         let key = self.keys.decision(service);
-        let current = s.kvs.get(&key).map(|kv| kv.mod_revision);
-        if current != expected {
-            return Ok(None);
+        let value = encode(record);
+        match s.kvs.get(&key) {
+            Some(kv) if Some(kv.mod_revision) != expected => {
+                // As on etcd: our own record already there was written by
+                // an earlier attempt.
+                Ok((kv.value == value).then_some(kv.mod_revision))
+            }
+            None if expected.is_some() => Ok(None),
+            _ => Ok(Some(s.write(vec![(key, Some(value), None)]))),
         }
-        Ok(Some(s.write(vec![(key, Some(encode(record)), None)])))
     }
 }
 
@@ -421,6 +426,10 @@ mod tests {
         assert_eq!(stored.by, "a", "the first proposal in the join wins");
         // Creating an existing key fails too.
         assert_eq!(b.propose(SVC, None, &decision(2, "b")).await.unwrap(), None);
+        // The winner proposing its record again (after a timeout, say)
+        // learns it was written; the loser still lost.
+        assert_eq!(a.propose(SVC, Some(rev), &da).await.unwrap(), Some(won[0]));
+        assert_eq!(b.propose(SVC, Some(rev), &db).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@ mod datapath;
 mod deploy;
 mod failover;
 mod fleet;
+mod fleet_engine;
 mod flow_lifecycle;
 mod flows_e2e;
 mod hostile;
