@@ -288,6 +288,13 @@ pub struct ServiceMachine {
     cold_until: Option<Instant>,
     /// The active member has been Up since start (always, when adopted).
     settled: bool,
+    /// Fleet mode: the active member is the fleet's decision ([`follow`],
+    /// [`hold`]); checks still decide each member's health, but nothing
+    /// here moves the active member.
+    ///
+    /// [`follow`]: ServiceMachine::follow
+    /// [`hold`]: ServiceMachine::hold
+    follows: bool,
 }
 
 impl ServiceMachine {
@@ -313,7 +320,36 @@ impl ServiceMachine {
             pinned: None,
             fresh,
             settled: !fresh,
+            follows: false,
         }
+    }
+
+    /// Fleet mode on or off. Off (the host was cut off from the fleet and
+    /// `on_detach = "local"`), the next evaluation decides locally again.
+    pub fn set_following(&mut self, follows: bool) {
+        self.follows = follows;
+    }
+
+    pub fn following(&self) -> bool {
+        self.follows
+    }
+
+    /// Fleet mode: makes `to` active because the fleet decided so, with
+    /// the same bookkeeping as a local flip (the old member drains after a
+    /// planned move, or when it is not down here).
+    pub fn follow(&mut self, to: usize, reason: Reason, now: Instant) -> Option<Flip> {
+        let flip = self.flip(to, reason, now);
+        self.note_settled();
+        flip
+    }
+
+    /// Fleet mode, break-before-make: no member serves until the fleet's
+    /// barrier completes. The member that served drains from now (for
+    /// `drain_timeout`); returns it.
+    pub fn hold(&mut self, now: Instant) -> Option<usize> {
+        let old = self.active.take()?;
+        self.members[old].drain_deadline = Some(later(now, self.policy.drain_timeout));
+        Some(old)
     }
 
     /// Every member down or drained: the service is served fail-static.
@@ -433,6 +469,10 @@ impl ServiceMachine {
     }
 
     fn evaluate(&mut self, now: Instant, op: Option<Reason>) -> Option<Flip> {
+        if self.follows {
+            self.note_settled();
+            return None;
+        }
         let flip = self.flip_to_target(now, op);
         self.note_settled();
         flip
@@ -440,6 +480,12 @@ impl ServiceMachine {
 
     fn flip_to_target(&mut self, now: Instant, op: Option<Reason>) -> Option<Flip> {
         let (to, reason) = self.target(now, op)?;
+        self.flip(to, reason, now)
+    }
+
+    /// Makes `to` active (nothing if it is), draining or recording the
+    /// failure of the member it replaces.
+    fn flip(&mut self, to: usize, reason: Reason, now: Instant) -> Option<Flip> {
         let from = self.active;
         if from == Some(to) {
             return None;

@@ -50,6 +50,15 @@ pub struct FlipLabels {
     pub reason: String,
 }
 
+/// A fleet service's exchanges with the coordination engine: `result` is
+/// "won" or "lost" for proposals, "failed" for any failed operation.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FleetOpLabels {
+    pub service: String,
+    pub op: String,
+    pub result: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
     pub service: String,
@@ -105,6 +114,14 @@ pub struct Metrics {
     pub reactive_signals: Family<SignalLabels, Counter>,
     /// Signal events the daemon could not hand to a busy service.
     pub reactive_events_dropped: Counter,
+    /// Fleet mode: the epoch of the decision this host applied.
+    pub fleet_epoch: Family<ServiceLabels, Gauge>,
+    /// Fleet mode: 1 while the host holds its lease and watches.
+    pub fleet_attached: Family<ServiceLabels, Gauge>,
+    /// Fleet mode: live hosts in the fleet's view.
+    pub fleet_hosts: Family<ServiceLabels, Gauge>,
+    /// Fleet mode: operations on the engine, by result.
+    pub fleet_ops: Family<FleetOpLabels, Counter>,
 }
 
 impl Metrics {
@@ -226,7 +243,35 @@ impl Metrics {
             "Signal events not handed to a service because its queue was full (its counts arrive with the next event)",
             reactive_events_dropped.clone(),
         );
+        let fleet_epoch = Family::default();
+        registry.register(
+            "fleet_epoch",
+            "Fleet mode: the epoch of the fleet decision this host has applied, by service",
+            fleet_epoch.clone(),
+        );
+        let fleet_attached = Family::default();
+        registry.register(
+            "fleet_attached",
+            "Fleet mode: 1 while this host holds its lease and watches the decision, 0 while cut off from the engine",
+            fleet_attached.clone(),
+        );
+        let fleet_hosts = Family::default();
+        registry.register(
+            "fleet_hosts",
+            "Fleet mode: live hosts (holding their lease) in this host's view of the fleet",
+            fleet_hosts.clone(),
+        );
+        let fleet_ops = Family::default();
+        registry.register(
+            "fleet_operations",
+            "Fleet mode: operations on the coordination engine, by service, operation and result (won, lost, ok, failed)",
+            fleet_ops.clone(),
+        );
         Arc::new(Self {
+            fleet_epoch,
+            fleet_attached,
+            fleet_hosts,
+            fleet_ops,
             reactive_signals,
             reactive_events_dropped,
             task_deaths,

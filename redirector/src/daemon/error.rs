@@ -40,6 +40,16 @@ pub enum DaemonError {
     /// A checker of the new config cannot be built (secret, CA file).
     #[error(transparent)]
     Checkers(#[from] PreflightError),
+    /// A reload cannot change how the host joins the fleet.
+    #[error("the [fleet] section cannot change on reload; restart the daemon")]
+    FleetChanged,
+    /// The fleet could not carry out an operator action.
+    #[error("fleet service {service}: {source}")]
+    Fleet {
+        service: String,
+        #[source]
+        source: super::fleet_agent::FleetOpFailed,
+    },
     /// The data path could not be loaded or attached with the new config.
     #[error("loading the data path")]
     Datapath(#[source] DatapathError),

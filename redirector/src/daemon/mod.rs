@@ -5,6 +5,7 @@
 
 mod endpoint_source;
 pub mod error;
+pub mod fleet_agent;
 pub mod flow_sweeper;
 pub mod map_store;
 pub mod probe;
@@ -32,7 +33,7 @@ use tokio::{
 use self::{
     endpoint_source::EndpointSource,
     error::DaemonError,
-    service::{History, Msg, Op, Shared},
+    service::{FleetShared, History, Msg, Op, Shared},
     supervise::Supervised,
     tasks::{Task, Tasks},
     writer::Writer,
@@ -43,6 +44,7 @@ use crate::{
     config::Config,
     datapath::{Datapath, Options},
     error_chain::error_chain,
+    fleet::{EtcdEngine, EtcdOptions, EtcdTls},
     metrics::Metrics,
     status::DaemonStatus,
 };
@@ -135,6 +137,37 @@ async fn spawn_metrics(
     }))
 }
 
+/// The coordination engine every fleet service shares, when the config
+/// has `[fleet]`. The client connects lazily: an engine down at start is
+/// the agents' to retry (and report), not a reason not to start.
+async fn fleet_shared(config: &config::Config) -> anyhow::Result<Option<FleetShared>> {
+    let Some(f) = &config.fleet else {
+        return Ok(None);
+    };
+    let engine = EtcdEngine::connect(EtcdOptions {
+        endpoints: f.endpoints.clone(),
+        prefix: f.prefix.clone(),
+        timeout: f.timeout,
+        tls: f.tls.as_ref().map(|t| EtcdTls {
+            ca: t.ca.clone(),
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            domain: t.domain.clone(),
+        }),
+        auth: f
+            .auth
+            .as_ref()
+            .map(|a| (a.user.clone(), a.password.clone())),
+    })
+    .await
+    .context("setting up the etcd client for [fleet]")?;
+    tracing::info!(host = f.host, endpoints = ?f.endpoints, prefix = f.prefix, "fleet mode");
+    Ok(Some(FleetShared {
+        engine: Arc::new(engine),
+        config: f.clone(),
+    }))
+}
+
 pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
     let config = config::load(&config_path)?;
     // Held until run returns (and released by the kernel however the
@@ -159,6 +192,7 @@ pub async fn run(config_path: PathBuf) -> anyhow::Result<()> {
         history: History::default(),
         tasks: tasks.clone(),
         routes: signals::Routes::default(),
+        fleet: fleet_shared(&config).await?,
     };
     let endpoint = Arc::new(EndpointSource {
         writer: writer.clone(),
@@ -327,6 +361,9 @@ impl Daemon {
         }
         if new.admin != self.config.admin {
             return Err(DaemonError::AdminChanged);
+        }
+        if new.fleet != self.config.fleet {
+            return Err(DaemonError::FleetChanged);
         }
         // Everything that can fail comes first, before anything changes: a
         // rejected reload leaves every running service exactly as it was.

@@ -18,6 +18,7 @@ use tokio::{
 
 use super::{
     error::DaemonError,
+    fleet_agent::FleetEvent,
     probe::{self, ProbeLoop, Report},
     signals::{self, Routes},
     tasks::Tasks,
@@ -77,6 +78,9 @@ pub enum Msg {
     Status {
         reply: oneshot::Sender<ServiceStatus>,
     },
+    /// Fleet mode: the fleet's decision, or the agent's word that this
+    /// host decides locally for now ([`super::fleet_agent`]).
+    Fleet(FleetEvent),
     /// Reactive signals about a member, seen by the data path in the
     /// application's own traffic ([`super::signals`]).
     Signal {
@@ -90,6 +94,12 @@ pub enum Msg {
 impl From<Report> for Msg {
     fn from(r: Report) -> Self {
         Msg::Check(r)
+    }
+}
+
+impl From<FleetEvent> for Msg {
+    fn from(e: FleetEvent) -> Self {
+        Msg::Fleet(e)
     }
 }
 
@@ -133,6 +143,8 @@ pub struct Shared {
     pub tasks: Tasks,
     /// Where reactive signals about each member endpoint go.
     pub routes: Routes,
+    /// Fleet mode's engine and settings, when the config has `[fleet]`.
+    pub fleet: Option<fleet::FleetShared>,
 }
 
 /// Each member's address now (`None`: the name does not resolve yet; the
@@ -251,7 +263,7 @@ pub async fn start(
             .saturating_add(cfg.check.interval),
         observe: observe_policy(&cfg.check.observe),
     };
-    let machine = ServiceMachine::new(
+    let mut machine = ServiceMachine::new(
         policy,
         cfg.members
             .iter()
@@ -263,6 +275,12 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(256);
     let incarnation = signals::incarnation();
     let mut tasks = Vec::new();
+    let fleet = fleet::start(&cfg, shared, &tx, &mut tasks);
+    if fleet.is_some() {
+        // The fleet decides the active member; its decision is
+        // confirmation enough to write.
+        machine.set_following(true);
+    }
     let mut transition = Vec::new();
     let wake: Vec<Arc<Notify>> = cfg.members.iter().map(|_| Arc::default()).collect();
     for ((i, m), checker) in cfg.members.iter().enumerate().zip(checkers) {
@@ -296,7 +314,8 @@ pub async fn start(
         wake,
         shared: shared.clone(),
         sent_down: None,
-        hold_until_up,
+        hold_until_up: hold_until_up && fleet.is_none(),
+        fleet,
         tx: tx.clone(),
         incarnation,
     };
@@ -348,6 +367,8 @@ struct ServiceTask {
     /// The data path's active member could not be read at start: write
     /// nothing until the member chosen is confirmed Up.
     hold_until_up: bool,
+    /// Fleet mode's link to the service's agent.
+    fleet: Option<fleet::FleetLink>,
 }
 
 impl ServiceTask {
@@ -364,6 +385,9 @@ impl ServiceTask {
             let wake = self
                 .machine
                 .next_deadline(now)
+                .into_iter()
+                .chain(self.fleet_retry_at(now))
+                .min()
                 .unwrap_or(later(now, Duration::from_secs(3600)));
             // Whether anything the data path or the gauges show may have
             // changed; most checks change nothing.
@@ -381,8 +405,10 @@ impl ServiceTask {
                         false
                     }
                     Some(Msg::Signal { member, signals, at }) => self.on_signal(member, signals, at).await,
+                    Some(Msg::Fleet(e)) => self.on_fleet(e).await,
                 },
                 _ = tokio::time::sleep_until(wake.into()) => {
+                    self.retry_fleet().await;
                     let flip = self.machine.on_tick(Instant::now());
                     self.apply(flip).await;
                     true
@@ -391,6 +417,7 @@ impl ServiceTask {
             if changed {
                 self.sync_down().await;
                 self.update_gauges();
+                self.publish_view();
             }
         }
     }
@@ -533,6 +560,9 @@ impl ServiceTask {
     }
 
     async fn on_op(&mut self, op: Op) -> Result<String, DaemonError> {
+        if self.fleet.is_some() {
+            return self.fleet_op(op).await;
+        }
         let now = Instant::now();
         let svc = self.cfg.name.clone();
         let (flip, done) = match op {
@@ -564,12 +594,19 @@ impl ServiceTask {
     }
 
     async fn apply(&mut self, flip: Option<Flip>) {
-        let Some(f) = flip else { return };
+        self.apply_epoch(flip, None).await;
+    }
+
+    /// Writes `flip` to the data path, for fleet decision `epoch` if any;
+    /// returns false when it could not (the machine then still points
+    /// where the data path does).
+    async fn apply_epoch(&mut self, flip: Option<Flip>, epoch: Option<u64>) -> bool {
+        let Some(f) = flip else { return true };
         if self.hold_until_up {
             if self.machine.members[f.to].health != Health::Up {
                 // Not written: the machine goes on knowing no active member.
                 self.machine.active = f.from;
-                return;
+                return false;
             }
             self.hold_until_up = false;
         }
@@ -581,7 +618,7 @@ impl ServiceTask {
                 "cannot switch: member address unresolved"
             );
             self.machine.active = f.from;
-            return;
+            return false;
         };
         let written = match self.shared.writer.set_active(self.vip, addr.into()).await {
             Ok(t) => t,
@@ -590,7 +627,7 @@ impl ServiceTask {
                 // The data path still points where it did: so does the
                 // machine, whose next evaluation makes the same flip again.
                 self.machine.active = f.from;
-                return;
+                return false;
             }
         };
         let from = f.from.map(|i| self.cfg.members[i].name.clone());
@@ -638,9 +675,10 @@ impl ServiceTask {
                 .map(|(k, n)| (k.as_str().to_string(), u64::from(n)))
                 .collect(),
             trigger: f.trigger.map(|t| t.as_str().to_string()),
-            epoch: None,
+            epoch,
             phase: None,
         });
+        true
     }
 
     async fn sync_down(&mut self) {
@@ -704,10 +742,12 @@ impl ServiceTask {
                     }),
                 })
                 .collect(),
-            fleet: None,
+            fleet: self.fleet_status(),
         }
     }
 }
 
+mod fleet;
+pub use fleet::FleetShared;
 #[cfg(test)]
 mod tests;

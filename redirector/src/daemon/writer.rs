@@ -40,6 +40,10 @@ enum Cmd {
         vip: Endpoint,
         reply: oneshot::Sender<Result<Option<Endpoint>, WriterError>>,
     },
+    ClearActive {
+        vip: Endpoint,
+        reply: oneshot::Sender<Result<Instant, WriterError>>,
+    },
     RemoveService {
         vip: Endpoint,
         service: String,
@@ -94,6 +98,15 @@ impl Writer {
     ) -> Result<Instant, WriterError> {
         let (reply, rx) = oneshot::channel();
         self.send(Cmd::SetActive { vip, member, reply }).await;
+        rx.await.unwrap_or(Err(WriterError::Stopped))
+    }
+
+    /// Removes `vip`'s active member (fleet mode's barrier): its packets
+    /// pass untranslated until the next `set_active`. The service's other
+    /// entries (ports, member VIPs, down marks) stay.
+    pub async fn clear_active(&self, vip: Endpoint) -> Result<Instant, WriterError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Cmd::ClearActive { vip, reply }).await;
         rx.await.unwrap_or(Err(WriterError::Stopped))
     }
 
@@ -189,6 +202,14 @@ fn run(mut maps: impl MapStore, errors: Family<MapOpLabels, Counter>, mut rx: mp
                 if let Err(e) = &r {
                     errors.inc("read_active");
                     tracing::error!(vip = %vip.socket_addr(), error = %e, "reading the active member failed");
+                }
+                let _ = reply.send(r.map_err(WriterError::from));
+            }
+            Cmd::ClearActive { vip, reply } => {
+                let r = maps.remove_service(&vip).map(|()| Instant::now());
+                if let Err(e) = &r {
+                    errors.inc("clear_active");
+                    tracing::error!(vip = %vip.socket_addr(), error = %e, "clearing the active member failed");
                 }
                 let _ = reply.send(r.map_err(WriterError::from));
             }

@@ -75,6 +75,7 @@ fn service_under_test(maps: &FakeMaps) -> (config::Service, Shared, Arc<Metrics>
         history: History::default(),
         tasks: Tasks::new(Family::default()),
         routes: Routes::default(),
+        fleet: None,
     };
     (cfg, shared, metrics)
 }
@@ -124,6 +125,7 @@ async fn an_unreadable_active_entry_is_not_overwritten_until_a_member_is_confirm
         history: History::default(),
         tasks: Tasks::new(Family::default()),
         routes: Routes::default(),
+        fleet: None,
     };
     // A previous daemon failed over to west; the entry cannot be read
     // when this one starts.

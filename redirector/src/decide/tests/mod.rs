@@ -6,6 +6,7 @@ use super::*;
 
 mod cold_start;
 mod fleet;
+mod follow;
 mod signals;
 
 /// The defaults: rise 3, fall 2, timeout and interval 250 ms (so `settle`
