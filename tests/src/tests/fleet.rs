@@ -6,7 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use redirector::{decide::Reason, status::FleetStatus};
+use redirector::{
+    decide::Reason,
+    status::{FleetStatus, unix_ms},
+};
 
 use super::failover::{BOUND, config, scrape_metrics_in, until_region_from, wait_east_up};
 use crate::{
@@ -456,17 +459,21 @@ fn majority_partition_flips_every_host_including_one_that_still_reaches_the_memb
 fn etcd_leader_killed_during_a_failover_still_moves_every_host_in_one_epoch() {
     let mut t = fleet_started("static");
     let leader = t.etcd.leader();
+    // The leader dies as the hosts start detecting east's death (a check
+    // every 250 ms, fall 2): the decision is proposed during the election.
     t.kill_redis("east");
-    // While the hosts detect (about 0.5 s), the leader dies: the decision
-    // is proposed around the election.
-    std::thread::sleep(Duration::from_millis(200));
     t.etcd.kill(leader);
+    let leader_killed_ms = unix_ms(Instant::now());
     let all: Vec<usize> = (0..HOSTS).collect();
     moved_in_one_epoch(&t, &all, "west");
     for i in 0..HOSTS {
         let flips = t.daemon(i).history();
-        let to_west = flips.iter().filter(|f| f.to == "west").count();
-        assert_eq!(to_west, 1, "host {i}: {flips:?}");
+        let to_west: Vec<_> = flips.iter().filter(|f| f.to == "west").collect();
+        assert_eq!(to_west.len(), 1, "host {i}: {flips:?}");
+        assert!(
+            to_west[0].map_written_ms >= leader_killed_ms,
+            "host {i} applied the decision before the leader died: {flips:?}"
+        );
     }
 }
 
@@ -541,12 +548,18 @@ fn host_cut_from_etcd_fails_over_alone_after_detach_timeout_with_on_detach_local
 #[ignore = "needs root: network namespaces, etcd and redis"]
 fn daemon_killed_while_the_fleet_decides_others_decide_and_its_restart_adopts() {
     let mut t = fleet_started("static");
-    // h1's daemon dies as the hosts detect east's death (and propose).
+    // h1's daemon dies as the hosts start detecting east's death (a check
+    // every 250 ms, fall 2), before any of them can propose; its lease
+    // and its stale view (east up) live on for lease_ttl.
     t.kill_redis("east");
-    std::thread::sleep(Duration::from_millis(300));
     t.kill_daemon(0);
     let others: Vec<usize> = (1..HOSTS).collect();
     let epoch = moved_in_one_epoch(&t, &others, "west");
+    let by = fleet(&t, 1).by;
+    assert!(
+        ["h2", "h3", "h4"].contains(&by.as_str()),
+        "epoch {epoch} written by {by:?}"
+    );
     // Its lease (2 s) runs out: the others no longer count it.
     for i in 1..HOSTS {
         wait_fleet(&t, i, "without h1", FLEET_BOUND, |f| {
