@@ -201,6 +201,16 @@ pub fn main() -> anyhow::Result<ExitCode> {
                 println!("warning: {w}");
             }
             println!("{}: ok, {} services", config.display(), c.services.len());
+            if let Some(f) = &c.fleet {
+                println!(
+                    "fleet: {} of {} services, as host {:?} under {} at {}",
+                    c.services.iter().filter(|s| s.fleet).count(),
+                    c.services.len(),
+                    f.host,
+                    f.prefix,
+                    f.endpoints.join(", ")
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {

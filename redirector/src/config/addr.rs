@@ -31,9 +31,9 @@ pub(super) fn unroutable(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
-/// Splits a member address into host (an IP literal without brackets, or a
-/// DNS name) and port.
-pub(super) fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
+/// Splits `host:port` (a member address, an etcd endpoint's authority)
+/// into host (an IP literal without brackets, or a DNS name) and port.
+pub(super) fn parse_host_port(addr: &str) -> Result<(String, u16), String> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         if sa.port() == 0 {
             return Err("port must be 1..65535, got 0".to_string());
@@ -41,7 +41,7 @@ pub(super) fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
         return Ok((sa.ip().to_string(), sa.port()));
     }
     if addr.parse::<IpAddr>().is_ok() {
-        return Err(format!("member has no port: {addr:?} (expected host:port)"));
+        return Err(format!("{addr:?} has no port (expected host:port)"));
     }
     let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
         let (inside, after) = rest
@@ -51,9 +51,7 @@ pub(super) fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
             .parse()
             .map_err(|_| format!("invalid address {addr:?}: {inside:?} is not an IPv6 address"))?;
         if after.is_empty() {
-            return Err(format!(
-                "member has no port: {addr:?} (expected [IPv6]:port)"
-            ));
+            return Err(format!("{addr:?} has no port (expected [IPv6]:port)"));
         }
         let port = after
             .strip_prefix(':')
@@ -62,7 +60,7 @@ pub(super) fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
     } else {
         let Some((host, port)) = addr.rsplit_once(':') else {
             if valid_dns_name(addr) {
-                return Err(format!("member has no port: {addr:?} (expected host:port)"));
+                return Err(format!("{addr:?} has no port (expected host:port)"));
             }
             return Err(format!("invalid address {addr:?}: expected host:port"));
         };
@@ -71,7 +69,7 @@ pub(super) fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
                 "invalid address {addr:?}: IPv6 addresses must be written as [IPv6]:port"
             ));
         }
-        if !valid_dns_name(host) {
+        if host.parse::<IpAddr>().is_err() && !valid_dns_name(host) {
             return Err(format!(
                 "invalid address {addr:?}: {host:?} is neither an IP address nor a DNS name"
             ));
@@ -79,7 +77,7 @@ pub(super) fn parse_member_addr(addr: &str) -> Result<(String, u16), String> {
         (host.to_string(), port)
     };
     if port.is_empty() {
-        return Err(format!("member has no port: {addr:?}"));
+        return Err(format!("{addr:?} has no port (expected host:port)"));
     }
     match port.parse::<u16>() {
         Ok(0) => Err("port must be 1..65535, got 0".to_string()),

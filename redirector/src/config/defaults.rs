@@ -43,6 +43,24 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/redirector/admin.sock";
 pub const MAX_SOCKET_PATH: usize = 107;
 pub(super) const DEFAULT_METRICS: &str = "127.0.0.1:9477";
 
+// [fleet]
+
+pub(super) const DEFAULT_FLEET_PREFIX: &str = "/redirector";
+/// `fleet.lease_ttl` when omitted: a dead host stops counting within 3 s.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(3);
+/// Accepted `fleet.lease_ttl` range. etcd keeps TTLs in whole seconds and
+/// a lease must outlive at least one keep-alive round trip, so 2 s is the
+/// shortest that works; past an hour a dead host counts as live for longer
+/// than any failover can wait.
+pub const LEASE_TTL_RANGE: (Duration, Duration) =
+    (Duration::from_secs(2), Duration::from_secs(3600));
+/// `fleet.timeout` when omitted: one etcd request.
+pub const DEFAULT_FLEET_TIMEOUT: Duration = Duration::from_secs(1);
+/// `fleet.detach_timeout` when omitted.
+pub const DEFAULT_DETACH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest `fleet.detach_timeout`, as `drain_timeout`: a day.
+pub(super) const MAX_DETACH_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 // [[services]]
 
 /// `failback_delay` and `drain_timeout`: zero (at once) up to a day.

@@ -1,10 +1,11 @@
 //! The daemon's configuration: TOML in, validated typed values out.
 //!
-//! Parsing and validation are pure (no I/O beyond reading the file), so
-//! `redirector validate` and a SIGHUP reload share them, and a rejected file
-//! never disturbs the running config. Errors name the file, line and field.
-//! Secrets are referenced (file or environment variable), never inlined, and
-//! [`Secret`] never prints its value.
+//! Parsing and validation are pure (no I/O beyond reading the file, the
+//! hostname and the etcd password of `[fleet.auth]`), so `redirector
+//! validate` and a SIGHUP reload share them, and a rejected file never
+//! disturbs the running config. Errors name the file, line and field.
+//! Secrets are referenced (file or environment variable), never inlined;
+//! [`Secret`] and [`FleetAuth`] never print a password.
 //!
 //! This module depends on nothing else in the crate: the daemon converts
 //! its values into the types of `datapath` and `decide`.
@@ -27,15 +28,16 @@ use std::path::Path;
 
 pub use self::{
     defaults::{
-        CHECK_DURATION_RANGE, COUNT_RANGE, DEFAULT_ADMIN_SOCKET, DEFAULT_FLOW_CLOSE_TIMEOUT,
-        DEFAULT_FLOW_IDLE_TIMEOUT, ERROR_LIMIT_RANGE, FLOW_CLOSE_TIMEOUT_RANGE,
-        FLOW_IDLE_TIMEOUT_RANGE, MAX_CONNTRACK_ENTRIES, MAX_SOCKET_PATH, SERVICE_DELAY_RANGE,
+        CHECK_DURATION_RANGE, COUNT_RANGE, DEFAULT_ADMIN_SOCKET, DEFAULT_DETACH_TIMEOUT,
+        DEFAULT_FLEET_TIMEOUT, DEFAULT_FLOW_CLOSE_TIMEOUT, DEFAULT_FLOW_IDLE_TIMEOUT,
+        DEFAULT_LEASE_TTL, ERROR_LIMIT_RANGE, FLOW_CLOSE_TIMEOUT_RANGE, FLOW_IDLE_TIMEOUT_RANGE,
+        LEASE_TTL_RANGE, MAX_CONNTRACK_ENTRIES, MAX_SOCKET_PATH, SERVICE_DELAY_RANGE,
     },
     error::ConfigError,
     model::{
         AdminSection, AvailabilityOptions, Check, CheckKind, Config, DatapathSection, Failback,
-        IngressMode, Member, Observe, ObserveMode, OnError, OnFailover, RedisOptions, Secret,
-        Service, TlsOptions,
+        Fleet, FleetAuth, FleetBarrier, FleetQuorum, FleetTls, IngressMode, Member, Observe,
+        ObserveMode, OnDetach, OnError, OnFailover, RedisOptions, Secret, Service, TlsOptions,
     },
     warnings::warnings,
 };

@@ -9,6 +9,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 pub struct Config {
     pub datapath: DatapathSection,
     pub admin: AdminSection,
+    /// `[fleet]`: the etcd cluster that fleet services decide through;
+    /// `None` when the file has no such section.
+    pub fleet: Option<Fleet>,
     pub services: Vec<Service>,
 }
 
@@ -69,9 +72,112 @@ pub struct Service {
     pub failback_delay: Duration,
     pub on_failover: OnFailover,
     pub drain_timeout: Duration,
+    /// Fleet mode: the active member is decided once for every host,
+    /// through `[fleet]`, instead of by this host alone.
+    pub fleet: bool,
     pub check: Check,
     /// In config order; at least one.
     pub members: Vec<Member>,
+}
+
+/// `[fleet]`: where and how the hosts of a fleet share their view of the
+/// members and the one decision they all apply (etcd).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fleet {
+    /// etcd client URLs (`http://host:port` or `https://host:port`), all of
+    /// one scheme.
+    pub endpoints: Vec<String>,
+    /// Key prefix: starts with '/', no trailing '/'.
+    pub prefix: String,
+    /// This host's name in the fleet (its key under `hosts/`).
+    pub host: String,
+    /// TTL of this host's lease, in whole seconds (etcd's unit).
+    pub lease_ttl: Duration,
+    /// Time one etcd request may take; less than `lease_ttl`.
+    pub timeout: Duration,
+    pub quorum: FleetQuorum,
+    pub barrier: FleetBarrier,
+    pub on_detach: OnDetach,
+    /// With `on_detach = "local"`: how long a host cut off from etcd keeps
+    /// the last fleet decision before it decides alone. At least
+    /// `lease_ttl`.
+    pub detach_timeout: Duration,
+    /// Whether the file sets `detach_timeout`, so `warnings` can say it is
+    /// unused with `on_detach = "static"`.
+    pub detach_timeout_set: bool,
+    /// Present exactly when the endpoints are `https://`.
+    pub tls: Option<FleetTls>,
+    pub auth: Option<FleetAuth>,
+}
+
+/// How many live hosts must see a member down (or up) for the fleet to
+/// act on it (`fleet.quorum`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetQuorum {
+    /// More than half of the hosts whose lease is alive.
+    Majority,
+    /// At least this many live hosts (at least 1).
+    Count(u32),
+}
+
+/// Whether a failback waits for every live host (`fleet.barrier`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FleetBarrier {
+    /// The new member is active as soon as the decision is written.
+    None,
+    /// Break before make: no member is active until every live host has
+    /// acknowledged the epoch.
+    Ack,
+}
+
+impl FleetBarrier {
+    /// Every value as written in `fleet.barrier`.
+    pub const NAMES: [(&'static str, FleetBarrier); 2] =
+        [("none", FleetBarrier::None), ("ack", FleetBarrier::Ack)];
+}
+
+/// What a host cut off from etcd does (`fleet.on_detach`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDetach {
+    /// Keeps the last fleet decision for as long as it is cut off.
+    Static,
+    /// Decides alone after `detach_timeout`.
+    Local,
+}
+
+impl OnDetach {
+    /// Every value as written in `fleet.on_detach`.
+    pub const NAMES: [(&'static str, OnDetach); 2] =
+        [("static", OnDetach::Static), ("local", OnDetach::Local)];
+}
+
+/// `[fleet.tls]`: TLS to the etcd endpoints.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetTls {
+    /// PEM CA bundle the endpoints are verified against.
+    pub ca: PathBuf,
+    /// Client certificate and its key (both or neither).
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Name to verify (and send as SNI); the endpoint's host when absent.
+    pub domain: Option<String>,
+}
+
+/// `[fleet.auth]`: etcd user and password. The password is read from its
+/// file when the configuration is loaded and never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetAuth {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for FleetAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetAuth")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -14,6 +14,7 @@ use super::model::IngressMode;
 pub(super) struct RawConfig {
     pub(super) datapath: Option<Spanned<RawDatapath>>,
     pub(super) admin: Option<RawAdmin>,
+    pub(super) fleet: Option<Spanned<RawFleet>>,
     pub(super) services: Option<Spanned<Vec<Spanned<RawService>>>>,
 }
 
@@ -37,6 +38,40 @@ pub(super) struct RawAdmin {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawFleet {
+    pub(super) endpoints: Option<Spanned<Vec<Spanned<String>>>>,
+    pub(super) prefix: Option<Spanned<String>>,
+    pub(super) host: Option<Spanned<String>>,
+    pub(super) lease_ttl: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<String>>,
+    /// "majority" or an integer: checked in validation, so a wrong type
+    /// gets the same message as a wrong value.
+    pub(super) quorum: Option<Spanned<toml::Value>>,
+    pub(super) barrier: Option<Spanned<String>>,
+    pub(super) on_detach: Option<Spanned<String>>,
+    pub(super) detach_timeout: Option<Spanned<String>>,
+    pub(super) tls: Option<Spanned<RawFleetTls>>,
+    pub(super) auth: Option<Spanned<RawFleetAuth>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleetTls {
+    pub(super) ca: Option<Spanned<String>>,
+    pub(super) cert: Option<Spanned<String>>,
+    pub(super) key: Option<Spanned<String>>,
+    pub(super) domain: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFleetAuth {
+    pub(super) user: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawService {
     pub(super) name: Option<Spanned<String>>,
     pub(super) vip: Option<Spanned<String>>,
@@ -44,6 +79,7 @@ pub(super) struct RawService {
     pub(super) failback_delay: Option<Spanned<String>>,
     pub(super) on_failover: Option<Spanned<String>>,
     pub(super) drain_timeout: Option<Spanned<String>>,
+    pub(super) fleet: Option<Spanned<bool>>,
     pub(super) check: Option<Spanned<RawCheck>>,
     pub(super) members: Option<Spanned<Vec<Spanned<RawMember>>>>,
 }

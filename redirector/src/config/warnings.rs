@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::model::{Config, ObserveMode, OnError};
+use super::model::{Config, FleetBarrier, FleetQuorum, ObserveMode, OnDetach, OnError};
 
 /// Non-fatal findings about a valid configuration, one sentence each.
 ///
@@ -11,7 +11,8 @@ use super::model::{Config, ObserveMode, OnError};
 /// connections that use the same source port towards the two VIPs are
 /// translated onto the same 4-tuple. Reactive settings that do nothing
 /// (`observe = "off"`) or that fail over on a single signal
-/// (`on_error = "mark-down"`) are named too.
+/// (`on_error = "mark-down"`) are named too, and so are fleet settings
+/// that are unused or weaker than they look.
 pub fn warnings(config: &Config) -> Vec<String> {
     let mut found = shared_members(config);
     found.extend(
@@ -20,6 +21,59 @@ pub fn warnings(config: &Config) -> Vec<String> {
             .iter()
             .flat_map(|s| observe_warnings(&s.name, &s.check.observe)),
     );
+    found.extend(fleet_warnings(config));
+    found
+}
+
+/// `[fleet]` that no service uses, a barrier that cannot give zero
+/// overlap, a quorum of one, an unused `detach_timeout`, and a password
+/// sent in clear.
+fn fleet_warnings(config: &Config) -> Vec<String> {
+    let Some(fleet) = &config.fleet else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    if !config.services.iter().any(|s| s.fleet) {
+        found.push(
+            "[fleet] is set but no service has fleet = true: every service decides on this \
+             host alone"
+                .to_string(),
+        );
+    }
+    if fleet.barrier == FleetBarrier::Ack {
+        for s in config
+            .services
+            .iter()
+            .filter(|s| s.fleet && !s.drain_timeout.is_zero())
+        {
+            found.push(format!(
+                "service {}: fleet.barrier = \"ack\" with drain_timeout = \"{}\": open flows \
+                 keep using the old member during the drain, so the overlap between members \
+                 is bounded by drain_timeout, not zero (drain_timeout = \"0s\" makes it zero)",
+                s.name,
+                humantime::format_duration(s.drain_timeout)
+            ));
+        }
+    }
+    if fleet.quorum == FleetQuorum::Count(1) {
+        found.push(
+            "fleet.quorum = 1: every host can flip the fleet alone; one host that loses its \
+             path to a member moves every host off it"
+                .to_string(),
+        );
+    }
+    if fleet.detach_timeout_set && fleet.on_detach == OnDetach::Static {
+        found.push(
+            "fleet.detach_timeout does nothing with fleet.on_detach = \"static\"".to_string(),
+        );
+    }
+    if fleet.auth.is_some() && fleet.tls.is_none() {
+        found.push(
+            "fleet.auth over http:// endpoints sends the etcd password in clear: use https:// \
+             endpoints and [fleet.tls]"
+                .to_string(),
+        );
+    }
     found
 }
 

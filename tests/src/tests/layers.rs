@@ -12,6 +12,7 @@ use std::{
 const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("decide", &[]),
+    ("fleet", &["decide"]),
     ("resolve", &[]),
     ("error_chain", &[]),
     ("lock", &[]),

@@ -3,6 +3,7 @@
 
 mod checks;
 mod datapath_admin;
+mod fleet;
 mod observe;
 mod services;
 mod syntax;

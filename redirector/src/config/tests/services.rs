@@ -52,7 +52,7 @@ fn member_without_port_is_rejected() {
             &e,
             line_of(&text, "addr =", 0),
             "services[0].members[0].addr",
-            "member has no port",
+            "has no port",
         );
     }
 }

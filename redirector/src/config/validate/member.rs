@@ -10,7 +10,7 @@ use toml::Spanned;
 
 use super::Ctx;
 use crate::config::{
-    addr::{parse_member_addr, unroutable},
+    addr::{parse_host_port, unroutable},
     error::ConfigError,
     model::Member,
     raw::{RawMember, split},
@@ -43,7 +43,7 @@ impl Ctx<'_> {
 
         let field = format!("{p}.addr");
         let (span, addr) = self.required(raw.addr, &table, &field)?;
-        let (host, port) = parse_member_addr(&addr).map_err(|m| self.err(&span, &field, m))?;
+        let (host, port) = parse_host_port(&addr).map_err(|m| self.err(&span, &field, m))?;
         if let Ok(ip) = host.parse::<IpAddr>()
             && let Some(why) = unroutable(ip)
         {

@@ -7,6 +7,7 @@ mod admin;
 mod check;
 mod check_options;
 mod datapath;
+mod fleet;
 mod member;
 mod observe;
 mod service;
@@ -75,6 +76,7 @@ impl<'a> Ctx<'a> {
     pub(super) fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
         let datapath = self.datapath(raw.datapath)?;
         let admin = self.admin(raw.admin.unwrap_or_default())?;
+        let fleet = self.fleet(raw.fleet)?;
         let (span, list) = raw.services.map(split).unwrap_or((0..0, Vec::new()));
         if list.is_empty() {
             return Err(self.err(
@@ -88,11 +90,12 @@ impl<'a> Ctx<'a> {
         let services = list
             .into_iter()
             .enumerate()
-            .map(|(i, s)| self.service(i, s, &mut names, &mut vips))
+            .map(|(i, s)| self.service(i, s, fleet.is_some(), &mut names, &mut vips))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Config {
             datapath,
             admin,
+            fleet,
             services,
         })
     }

@@ -52,7 +52,7 @@ impl Ctx<'_> {
     }
 
     /// One of `names` (as written, with its value), or `None` when absent.
-    fn choice<T: Copy>(
+    pub(super) fn choice<T: Copy>(
         &self,
         raw: Option<Spanned<String>>,
         field: &str,

@@ -15,12 +15,15 @@ use crate::config::{
 };
 
 impl Ctx<'_> {
-    /// Service `i`. `names` and `vips` hold those of the services before it
-    /// (value: their index), so a duplicate names the first use.
+    /// Service `i`; `has_fleet` says whether the file has a `[fleet]`
+    /// section for `fleet = true`. `names` and `vips` hold those of the
+    /// services before it (value: their index), so a duplicate names the
+    /// first use.
     pub(super) fn service(
         &self,
         i: usize,
         raw: Spanned<RawService>,
+        has_fleet: bool,
         names: &mut HashMap<String, usize>,
         vips: &mut HashMap<SocketAddr, usize>,
     ) -> Result<Service, ConfigError> {
@@ -64,6 +67,21 @@ impl Ctx<'_> {
             SERVICE_DELAY_RANGE,
         )?;
 
+        let fleet = match raw.fleet.map(split) {
+            Some((span, true)) if !has_fleet => {
+                return Err(self.err(
+                    &span,
+                    &format!("{p}.fleet"),
+                    format!(
+                        "service {name:?} has fleet = true but the file has no [fleet] \
+                         section: add one with the etcd endpoints"
+                    ),
+                ));
+            }
+            Some((_, fleet)) => fleet,
+            None => false,
+        };
+
         let check = self.check(&p, raw.check)?;
 
         let field = format!("{p}.members");
@@ -89,6 +107,7 @@ impl Ctx<'_> {
             failback_delay,
             on_failover,
             drain_timeout,
+            fleet,
             check,
             members,
         })
