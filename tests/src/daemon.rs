@@ -1,6 +1,8 @@
-//! Runs the real `redirector` binary as a daemon inside the application
+//! Runs the real `redirector` binary as a daemon inside an application
 //! host's network namespace (setns before exec, keeping our mount namespace
-//! so its bpffs pins are the ones the test sees), and its CLI.
+//! so its bpffs pins are the ones the test sees), and its CLI. One daemon
+//! per host: the fleet tests run several, each with its own namespace,
+//! pin directory and admin socket.
 
 use std::{
     fs::File,
@@ -10,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{topology::Topology, unique};
+use crate::{netns::NetNs, pins::PinDir, topology::Topology, unique};
 
 /// The `redirector` binary beside the running executable (xtask) or one
 /// directory up (a test binary in `deps/`).
@@ -53,13 +55,19 @@ impl DaemonProc {
     /// and starts `redirector run` in the app namespace; waits (bounded)
     /// until its admin socket answers.
     pub fn start(t: &Topology, config: &str) -> Self {
-        Self::launch(t, config, false)
+        Self::start_in(&t.app, &t.pins, config)
+    }
+
+    /// [`start`](Self::start) in namespace `ns` with pins under `pins`:
+    /// for topologies with more than one application host.
+    pub fn start_in(ns: &NetNs, pins: &PinDir, config: &str) -> Self {
+        Self::launch(ns, pins, config, false)
     }
 
     /// [`start`](Self::start) with the daemon's stderr on `stderr` instead
     /// of the log file (stdout stays on the log file).
     pub fn start_with_stderr(t: &Topology, config: &str, stderr: Stdio) -> Self {
-        let mut d = Self::prepare(t, config, false);
+        let mut d = Self::prepare(&t.app, &t.pins, config, false);
         d.spawn_with(stderr);
         d
     }
@@ -67,13 +75,13 @@ impl DaemonProc {
     /// Like [`start`](Self::start), but in a private mount namespace
     /// without the host's bpffs.
     pub fn start_private_mounts(t: &Topology, config: &str) -> Self {
-        Self::launch(t, config, true)
+        Self::launch(&t.app, &t.pins, config, true)
     }
 
     /// Like [`start`](Self::start), with `env` added to the daemon's
     /// environment.
     pub fn start_with_env(t: &Topology, config: &str, env: &[(&str, &str)]) -> Self {
-        let mut d = Self::prepare(t, config, false);
+        let mut d = Self::prepare(&t.app, &t.pins, config, false);
         d.env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -82,14 +90,14 @@ impl DaemonProc {
         d
     }
 
-    fn launch(t: &Topology, config: &str, private_mounts: bool) -> Self {
-        let mut d = Self::prepare(t, config, private_mounts);
+    fn launch(ns: &NetNs, pins: &PinDir, config: &str, private_mounts: bool) -> Self {
+        let mut d = Self::prepare(ns, pins, config, private_mounts);
         d.spawn();
         d
     }
 
     /// Writes the config; starts nothing.
-    fn prepare(t: &Topology, config: &str, private_mounts: bool) -> Self {
+    fn prepare(ns: &NetNs, pins: &PinDir, config: &str, private_mounts: bool) -> Self {
         let dir = std::env::temp_dir().join(unique("daemon"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut d = Self {
@@ -97,21 +105,21 @@ impl DaemonProc {
             socket: dir.join("admin.sock"),
             config: dir.join("redirector.toml"),
             log: dir.join("daemon.log"),
-            pin_path: t.pins.path.clone(),
+            pin_path: pins.path.clone(),
             dir,
-            netns: t.app.name.clone(),
+            netns: ns.name.clone(),
             private_mounts,
             env: Vec::new(),
         };
-        d.write_config(t, config);
+        d.write_config(config);
         d
     }
 
-    fn write_config(&mut self, t: &Topology, config: &str) {
+    fn write_config(&mut self, config: &str) {
         let d = self;
         let text = config
             .replace("{socket}", &d.socket.display().to_string())
-            .replace("{pin_path}", &t.pins.path.display().to_string());
+            .replace("{pin_path}", &d.pin_path.display().to_string());
         std::fs::write(&d.config, &text).unwrap();
         // A config with a fixed socket path (the demo's) is talked to there.
         let parsed = redirector::config::parse(&text, &d.config).expect("valid config");

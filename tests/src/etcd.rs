@@ -7,7 +7,8 @@
 //!  hub: br0 198.18.30.1/24 (etcdctl runs here)
 //!   ├── m0 ── member 0 eth0 198.18.30.10  (client :2379, peer :2380)
 //!   ├── m1 ── member 1 eth0 198.18.30.11
-//!   └── m2 ── member 2 eth0 198.18.30.12
+//!   ├── m2 ── member 2 eth0 198.18.30.12
+//!   └── rtr ── a router's 198.18.30.254 (optional: `attach_router`)
 //! ```
 
 use std::{
@@ -18,7 +19,7 @@ use std::{
 };
 
 use crate::{
-    netns::{NetNs, enter, require_root, sh},
+    netns::{NetNs, enter, require_root, sh, veth},
     unique,
 };
 
@@ -34,6 +35,9 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// etcdctl's own bounds, so no etcdctl call can hang a test.
 const DIAL_TIMEOUT: &str = "--dial-timeout=1s";
 const COMMAND_TIMEOUT: &str = "--command-timeout=2s";
+
+/// A router's address on the hub's bridge ([`EtcdCluster::attach_router`]).
+pub const ROUTER_IP: &str = "198.18.30.254";
 
 /// One etcd member: its namespace, address and process (None when down).
 pub struct EtcdMember {
@@ -124,19 +128,7 @@ impl EtcdCluster {
     fn member_ns(&self, i: usize) -> EtcdMember {
         let ns = NetNs::new(&unique(&format!("etcd{i}")));
         let port = format!("m{i}");
-        ns.exec(&[
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &port,
-            "netns",
-            &self.hub.name,
-        ]);
+        veth(&ns, "eth0", &self.hub, &port);
         self.hub.cmd(&format!("ip link set {port} master br0 up"));
         let ip = format!("198.18.30.{}", 10 + i);
         ns.cmd(&format!("ip addr add {ip}/24 dev eth0"));
@@ -145,6 +137,20 @@ impl EtcdCluster {
             ns,
             ip,
             process: None,
+        }
+    }
+
+    /// Links `router` to the hub's bridge (its side `dev`, address
+    /// [`ROUTER_IP`]) and gives every member a default route through it,
+    /// so hosts behind the router reach the members and get answers (the
+    /// fleet topology's application hosts).
+    pub fn attach_router(&self, router: &NetNs, dev: &str) {
+        veth(router, dev, &self.hub, "rtr");
+        self.hub.cmd("ip link set rtr master br0 up");
+        router.cmd(&format!("ip addr add {ROUTER_IP}/24 dev {dev}"));
+        router.cmd(&format!("ip link set {dev} up"));
+        for m in &self.members {
+            m.ns.cmd(&format!("ip route add default via {ROUTER_IP}"));
         }
     }
 

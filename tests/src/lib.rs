@@ -1,7 +1,8 @@
 //! Test support for the kernel-facing tests: network namespaces, a
 //! two-member topology with real redis-server processes, a real etcd
-//! cluster for the fleet tests, unique bpffs pin directories, and a minimal
-//! RESP client. Every resource is released on
+//! cluster and a topology of several application hosts (one daemon each)
+//! for the fleet tests, unique bpffs pin directories, and a minimal RESP
+//! client. Every resource is released on
 //! Drop, so a failing test leaves nothing behind.
 //!
 //! The tests themselves are in `src/tests/`. Those that need root say so
@@ -10,6 +11,7 @@
 
 pub mod daemon;
 pub mod etcd;
+pub mod fleet_topology;
 pub mod netns;
 pub mod pins;
 pub mod resp;

@@ -77,6 +77,14 @@ impl Drop for NetNs {
     }
 }
 
+/// A veth pair: `a_dev` in `a`, its peer `b_dev` in `b` (both down, no
+/// address).
+pub fn veth(a: &NetNs, a_dev: &str, b: &NetNs, b_dev: &str) {
+    a.exec(&[
+        "ip", "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b.name,
+    ]);
+}
+
 /// Runs a command and returns stdout; panics with stderr on failure.
 pub fn sh(args: &[&str]) -> String {
     let out = Command::new(args[0])

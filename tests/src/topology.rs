@@ -16,6 +16,9 @@
 //! router's MAC and the packet reaches TC egress, where it is rewritten.
 //! Everything is removed on drop: redis processes (by PID), namespaces (and
 //! with them the veths), and the pin directory.
+//!
+//! Its pieces (router, member, application host link) also build
+//! [`crate::fleet_topology`].
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -23,7 +26,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{netns::NetNs, pins::PinDir, resp::Client, unique};
+use crate::{
+    netns::{NetNs, veth},
+    pins::PinDir,
+    resp::Client,
+    unique,
+};
 
 pub const REDIS_PORT: u16 = 6379;
 
@@ -97,19 +105,13 @@ impl Topology {
     /// (e.g. `--requirepass`).
     pub fn with_redis_args(tx_offload: bool, redis_args: &[&str]) -> Self {
         let app = NetNs::new(&unique("app"));
-        let router = NetNs::new(&unique("rtr"));
+        let router = router();
         let mut east = member("east", 1, &router);
         let mut west = member("west", 2, &router);
         for m in [&mut east, &mut west] {
             m.redis_args = redis_args.iter().map(|a| a.to_string()).collect();
         }
-        link(&app, "eth0", &router, "to-app");
-        host(&app, "eth0", "198.18.10.2/24", "2001:db8:10::2/64");
-        app.cmd("ip route add default via 198.18.10.1");
-        app.cmd("ip -6 route add default via 2001:db8:10::1");
-        host(&router, "to-app", "198.18.10.1/24", "2001:db8:10::1/64");
-        router.cmd("sysctl -qw net.ipv4.ip_forward=1");
-        router.cmd("sysctl -qw net.ipv6.conf.all.forwarding=1");
+        app_host(&app, &router, "to-app", 10);
         let offload = if tx_offload { "on" } else { "off" };
         for (ns, dev) in [
             (&app, "eth0"),
@@ -129,31 +131,8 @@ impl Topology {
             pins: PinDir::new("e2e"),
         };
         t.start_redis_all();
-        t.wait_reachable();
+        wait_reachable(&t.app, [&t.east, &t.west]);
         t
-    }
-
-    /// Waits (bounded) until the app host reaches both members directly
-    /// over both families, so neighbour discovery is done before a test.
-    fn wait_reachable(&self) {
-        let targets: Vec<SocketAddr> = [&self.east, &self.west]
-            .iter()
-            .flat_map(|m| [m.addr(Family::V4), m.addr(Family::V6)])
-            .collect();
-        for addr in targets {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let auth = self.east.password();
-            while !self.app.run({
-                let auth = auth.clone();
-                move || ping(addr, auth.as_deref())
-            }) {
-                assert!(
-                    Instant::now() < deadline,
-                    "{addr} unreachable from the app host"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
     }
 
     fn start_redis_all(&mut self) {
@@ -180,23 +159,74 @@ impl Topology {
     }
 }
 
-fn link(a: &NetNs, a_dev: &str, b: &NetNs, b_dev: &str) {
-    a.exec(&[
-        "ip", "link", "add", a_dev, "type", "veth", "peer", "name", b_dev, "netns", &b.name,
-    ]);
+/// A namespace that forwards between its links (both families).
+pub(crate) fn router() -> NetNs {
+    let router = NetNs::new(&unique("rtr"));
+    router.cmd("sysctl -qw net.ipv4.ip_forward=1");
+    router.cmd("sysctl -qw net.ipv6.conf.all.forwarding=1");
+    router
+}
+
+/// Links application host `app` (its `eth0`) to `router` (as
+/// `router_dev`) on subnet `n`: the host is 198.18.n.2 / 2001:db8:n::2,
+/// the router .1 / ::1 and the host's default route. The VIP is on no
+/// link, so the host reaches it through that route and the packet goes
+/// through TC egress, where the daemon rewrites it.
+pub(crate) fn app_host(app: &NetNs, router: &NetNs, router_dev: &str, n: u8) {
+    veth(app, "eth0", router, router_dev);
+    host(
+        app,
+        "eth0",
+        &format!("198.18.{n}.2/24"),
+        &format!("2001:db8:{n}::2/64"),
+    );
+    app.cmd(&format!("ip route add default via 198.18.{n}.1"));
+    app.cmd(&format!("ip -6 route add default via 2001:db8:{n}::1"));
+    host(
+        router,
+        router_dev,
+        &format!("198.18.{n}.1/24"),
+        &format!("2001:db8:{n}::1/64"),
+    );
+}
+
+/// Waits (bounded) until `from` reaches both members directly over both
+/// families, so neighbour discovery is done before a test.
+pub(crate) fn wait_reachable(from: &NetNs, members: [&Member; 2]) {
+    let targets: Vec<SocketAddr> = members
+        .iter()
+        .flat_map(|m| [m.addr(Family::V4), m.addr(Family::V6)])
+        .collect();
+    let auth = members[0].password();
+    for addr in targets {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !from.run({
+            let auth = auth.clone();
+            move || ping(addr, auth.as_deref())
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "{addr} unreachable from {}",
+                from.name
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 /// Addresses `dev` in `ns` and brings it up.
-fn host(ns: &NetNs, dev: &str, v4: &str, v6: &str) {
+pub(crate) fn host(ns: &NetNs, dev: &str, v4: &str, v6: &str) {
     ns.cmd(&format!("ip addr add {v4} dev {dev}"));
     ns.cmd(&format!("ip -6 addr add {v6} dev {dev} nodad"));
     ns.cmd(&format!("ip link set {dev} up"));
 }
 
-fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
+/// Member `name` on subnet `n` behind `router`: 198.18.n.10 /
+/// 2001:db8:n::10, its redis not started yet.
+pub(crate) fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
     let ns = NetNs::new(&unique(name));
     let rdev = format!("to-{name}");
-    link(&ns, "eth0", router, &rdev);
+    veth(&ns, "eth0", router, &rdev);
     let v4 = format!("198.18.{n}.10");
     let v6 = format!("2001:db8:{n}::10");
     host(&ns, "eth0", &format!("{v4}/24"), &format!("{v6}/64"));
@@ -218,8 +248,17 @@ fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
     }
 }
 
+/// GET region over a new connection from `ns` through the VIP (IPv4),
+/// giving up after 300 ms (a hung member must not stall a polling loop):
+/// which member serves that host, if any.
+pub fn region_via_vip(ns: &NetNs) -> Option<String> {
+    let mut c = ns.run(|| Client::connect(vip(Family::V4))).ok()?;
+    c.set_timeout(Duration::from_millis(300));
+    c.get("region").ok().flatten()
+}
+
 /// Whether redis at `addr` answers PING (after AUTH when a password is set).
-fn ping(addr: SocketAddr, password: Option<&str>) -> bool {
+pub(crate) fn ping(addr: SocketAddr, password: Option<&str>) -> bool {
     Client::connect(addr)
         .and_then(|mut c| {
             c.auth(password)?;

@@ -13,7 +13,8 @@ use redirector::decide::{Health, Reason};
 
 use crate::{
     daemon::DaemonProc,
-    topology::{Family, Topology, start_redis, vip},
+    netns::NetNs,
+    topology::{Family, Topology, region_via_vip, start_redis, vip},
 };
 
 pub(super) const BOUND: Duration = Duration::from_secs(5);
@@ -64,25 +65,23 @@ pub(super) fn default_config() -> String {
     config("", "kind = \"redis-ping\"")
 }
 
-/// GET region over a new connection through the VIP, giving up after
-/// 300 ms (a hung member must not stall the polling loop).
-fn region(t: &Topology) -> Option<String> {
-    let mut c = t.connect(vip(Family::V4)).ok()?;
-    c.set_timeout(Duration::from_millis(300));
-    c.get("region").ok().flatten()
-}
-
 /// Polls new connections through the VIP (every 20 ms, bounded) until
 /// `want` answers; returns how long that took.
 pub(super) fn until_region(t: &Topology, want: &str, within: Duration) -> Duration {
+    until_region_from(&t.app, want, within)
+}
+
+/// [`until_region`] from the application host whose namespace is `ns`.
+pub(super) fn until_region_from(ns: &NetNs, want: &str, within: Duration) -> Duration {
     let start = Instant::now();
     loop {
-        if region(t).as_deref() == Some(want) {
+        if region_via_vip(ns).as_deref() == Some(want) {
             return start.elapsed();
         }
         assert!(
             start.elapsed() < within,
-            "{want} did not answer through the VIP within {within:?}"
+            "{want} did not answer through the VIP from {} within {within:?}",
+            ns.name
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -418,7 +417,7 @@ fn invalid_reload_is_rejected_and_the_old_config_keeps_serving() {
     unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
     std::thread::sleep(Duration::from_millis(300));
     assert!(d.log_text().contains("reload rejected"), "{}", d.log_text());
-    assert_eq!(region(&t).as_deref(), Some("east"));
+    assert_eq!(region_via_vip(&t.app).as_deref(), Some("east"));
     assert!(d.cli(&["status"]).status.success());
     // A valid change applies.
     std::fs::write(
@@ -432,14 +431,14 @@ fn invalid_reload_is_rejected_and_the_old_config_keeps_serving() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(region(&t).as_deref(), Some("east"));
+    assert_eq!(region_via_vip(&t.app).as_deref(), Some("east"));
     assert_eq!(
         d.stop().map(|s| s.success()),
         Some(true),
         "SIGTERM exits cleanly"
     );
     // Stopped daemon: the data path stays and traffic flows.
-    assert_eq!(region(&t).as_deref(), Some("east"));
+    assert_eq!(region_via_vip(&t.app).as_deref(), Some("east"));
     let out = d.cli(&["status"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 }
@@ -499,7 +498,12 @@ fn auth_protected_members_are_checked_and_a_wrong_password_is_reported() {
 
 /// GET /metrics from the daemon in the app namespace.
 pub(super) fn scrape_metrics(t: &Topology) -> String {
-    t.app.run(|| {
+    scrape_metrics_in(&t.app)
+}
+
+/// GET /metrics from the daemon running in `ns` (its 127.0.0.1:9477).
+pub(super) fn scrape_metrics_in(ns: &NetNs) -> String {
+    ns.run(|| {
         use std::io::{Read as _, Write as _};
         let mut s = std::net::TcpStream::connect("127.0.0.1:9477").unwrap();
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")

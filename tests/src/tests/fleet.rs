@@ -1,10 +1,21 @@
-//! Fleet mode (issue 13) against a real etcd cluster. For now the harness
-//! itself: a 3-member cluster elects a leader, replicates a put, survives
-//! its leader's death, takes the member back, and leaves nothing behind.
+//! Fleet mode (issue 13) against a real etcd cluster, real redis-server
+//! members and one real daemon per application host. First the harness:
+//! the etcd cluster alone, then the fleet topology with independent hosts
+//! (no fleet mode: today's behaviour, the baseline fleet mode is measured
+//! against); then fleet mode, four hosts, every fault of the issue.
 
 use std::time::{Duration, Instant};
 
-use crate::{etcd::EtcdCluster, netns::leftover_namespaces};
+use redirector::{
+    decide::Reason,
+    status::{FleetStatus, unix_ms},
+};
+
+use super::failover::{BOUND, config, scrape_metrics_in, until_region_from, wait_east_up};
+use crate::{
+    etcd::EtcdCluster, fleet_topology::FleetTopology, netns::leftover_namespaces,
+    pins::leftover_pins, topology::Family,
+};
 
 /// Command lines of live processes that mention `needle` (leftover check).
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -89,20 +100,483 @@ fn etcd_cluster_elects_replicates_survives_its_leader_and_cleans_up() {
     let dropped_at = Instant::now();
     drop(cluster);
     println!("dropped in {:?}", dropped_at.elapsed());
+    assert_nothing_left(&pids, &namespaces, &[], &name);
+    println!("whole test {:?}", started.elapsed());
+}
 
+/// After a drop: none of `pids` runs, no process mentions `etcd_name`,
+/// none of `namespaces` or `pins` exists and the etcd tmpfs is unmounted.
+fn assert_nothing_left(
+    pids: &[u32],
+    namespaces: &[String],
+    pins: &[std::path::PathBuf],
+    etcd_name: &str,
+) {
     for pid in pids {
         assert!(
             !std::path::Path::new(&format!("/proc/{pid}")).exists(),
-            "etcd {pid} still runs"
+            "process {pid} still runs"
         );
     }
-    assert_eq!(processes_mentioning(&name), Vec::<String>::new());
+    assert_eq!(processes_mentioning(etcd_name), Vec::<String>::new());
     let left: Vec<String> = leftover_namespaces()
         .into_iter()
         .filter(|n| namespaces.contains(n))
         .collect();
     assert_eq!(left, Vec::<String>::new(), "namespaces left");
+    let left: Vec<_> = leftover_pins()
+        .into_iter()
+        .filter(|p| pins.contains(p))
+        .collect();
+    assert_eq!(
+        left,
+        Vec::<std::path::PathBuf>::new(),
+        "pin directories left"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(!mounts.contains(&name), "the etcd tmpfs is still mounted");
+    assert!(
+        !mounts.contains(etcd_name),
+        "the etcd tmpfs is still mounted"
+    );
+}
+
+/// The "cache" service of the other e2e tests (east preferred, redis-ping
+/// checks every 250 ms, fall 2), on the fleet topology's member addresses.
+fn service_config(t: &FleetTopology, extra_service: &str) -> String {
+    config(extra_service, "kind = \"redis-ping\"")
+        .replace("198.18.1.10:6379", &t.east.addr(Family::V4).to_string())
+        .replace("198.18.2.10:6379", &t.west.addr(Family::V4).to_string())
+}
+
+/// Waits until every host's daemon serves from east, through the VIP too,
+/// and has confirmed east up (so a fault after this is a failover, not a
+/// cold start).
+fn wait_all_on_east(t: &FleetTopology) {
+    for (i, h) in t.hosts.iter().enumerate() {
+        t.daemon(i).wait_active("cache", "east", BOUND);
+        until_region_from(&h.ns, "east", BOUND);
+        wait_east_up(t.daemon(i));
+    }
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn independent_hosts_reach_the_vip_fail_over_each_alone_and_leave_nothing() {
+    let started = Instant::now();
+    let mut t = FleetTopology::new(4);
+    t.start_daemons(|t, _| service_config(t, ""));
+    wait_all_on_east(&t);
+    println!("4 hosts serving through east after {:?}", started.elapsed());
+
+    // Without fleet mode each host decides alone: the one host cut off
+    // from east moves to west, the others stay on east.
+    t.partition(0, "east");
+    until_region_from(&t.hosts[0].ns, "west", 2 * BOUND);
+    t.daemon(0).wait_active("cache", "west", BOUND);
+    for i in 1..4 {
+        assert_eq!(t.region(i).as_deref(), Some("east"), "host {i}");
+        let h = t.daemon(i).history();
+        assert!(h.iter().all(|f| f.to != "west"), "host {i} flipped: {h:?}");
+    }
+    let f = t.daemon(0).history().pop().expect("host 0 flipped");
+    assert_eq!((f.from.as_deref(), f.to.as_str()), (Some("east"), "west"));
+    assert_eq!(f.epoch, None, "a flip of its own has no fleet epoch");
+
+    // East dies: every other host fails over on its own checks.
+    t.kill_redis("east");
+    for i in 1..4 {
+        until_region_from(&t.hosts[i].ns, "west", BOUND);
+        let f = t.daemon(i).history().pop().expect("a flip");
+        assert_eq!((f.from.as_deref(), f.to.as_str()), (Some("east"), "west"));
+    }
+
+    let mut pids: Vec<u32> = t.hosts.iter().map(|h| h.daemon().pid()).collect();
+    pids.extend(t.west.redis.as_ref().map(std::process::Child::id));
+    pids.extend(t.etcd.pids());
+    let mut namespaces: Vec<String> = t.hosts.iter().map(|h| h.ns.name.clone()).collect();
+    namespaces.extend([&t.east.ns, &t.west.ns, &t.router, &t.etcd.hub].map(|n| n.name.clone()));
+    namespaces.extend(t.etcd.members.iter().map(|m| m.ns.name.clone()));
+    let pins: Vec<_> = t.hosts.iter().map(|h| h.pins.path.clone()).collect();
+    assert!(pins.iter().all(|p| p.exists()), "daemons pinned their maps");
+    let etcd_name = t.etcd.name.clone();
+    drop(t);
+    assert_nothing_left(&pids, &namespaces, &pins, &etcd_name);
     println!("whole test {:?}", started.elapsed());
+}
+
+// ---- Fleet mode: one decision for every host, through etcd. ----
+
+/// Application hosts in every fleet test.
+const HOSTS: usize = 4;
+/// Bound on a fleet-wide move: local detection (redis-ping every 250 ms,
+/// fall 2), the engine's round trips and, after an etcd leader's death,
+/// an election (1 s) on a loaded 2-core machine.
+const FLEET_BOUND: Duration = Duration::from_secs(10);
+/// How long "nothing moves" is watched: about three times a host's
+/// detection time (fall 2 at 250 ms, checks timing out at 200 ms).
+const NO_FLIP_FOR: Duration = Duration::from_secs(3);
+/// `[fleet] detach_timeout` of every fleet test.
+const DETACH_TIMEOUT_MS: u64 = 3000;
+
+/// Host `i`'s config: "cache" as a fleet service (failback_delay 2 s),
+/// leases of 2 s, majority quorum, no barrier, `on_detach` as given.
+fn fleet_config(t: &FleetTopology, i: usize, on_detach: &str) -> String {
+    let fleet = format!(
+        "lease_ttl = \"2s\"\ntimeout = \"500ms\"\nquorum = \"majority\"\n\
+         barrier = \"none\"\non_detach = \"{on_detach}\"\n\
+         detach_timeout = \"{DETACH_TIMEOUT_MS}ms\""
+    );
+    format!(
+        "{}\n{}",
+        service_config(t, "fleet = true"),
+        t.fleet_section(i, &fleet)
+    )
+}
+
+/// Host `i`'s fleet view of "cache".
+fn fleet(t: &FleetTopology, i: usize) -> FleetStatus {
+    t.daemon(i).status().services[0]
+        .fleet
+        .clone()
+        .expect("cache is a fleet service")
+}
+
+/// Polls host `i`'s fleet view (every 50 ms, bounded by `within`) until
+/// `ok` holds; panics with the last view and the host's log.
+fn wait_fleet(
+    t: &FleetTopology,
+    i: usize,
+    what: &str,
+    within: Duration,
+    ok: impl Fn(&FleetStatus) -> bool,
+) -> FleetStatus {
+    let start = Instant::now();
+    loop {
+        let f = fleet(t, i);
+        if ok(&f) {
+            return f;
+        }
+        assert!(
+            start.elapsed() < within,
+            "{}: not {what} within {within:?}: {f:?}\n{}",
+            t.hosts[i].name,
+            t.daemon(i).log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A 4-host fleet serving through east: every host live in every host's
+/// view, seeing east up, with the decision (east) applied.
+fn fleet_started(on_detach: &str) -> FleetTopology {
+    let started = Instant::now();
+    let mut t = FleetTopology::new(HOSTS);
+    t.start_daemons(|t, i| fleet_config(t, i, on_detach));
+    wait_all_on_east(&t);
+    for i in 0..HOSTS {
+        wait_fleet(&t, i, "settled on east", FLEET_BOUND, |f| {
+            f.attached
+                && f.following
+                && f.epoch > 0
+                && f.applied_epoch == f.epoch
+                && f.active.as_deref() == Some("east")
+                && f.hosts.len() == HOSTS
+                && f.hosts
+                    .iter()
+                    .all(|h| h.members.get("east").map(String::as_str) == Some("up"))
+        });
+    }
+    println!(
+        "fleet of {HOSTS} settled on east after {:?}",
+        started.elapsed()
+    );
+    t
+}
+
+/// Waits until each host in `hosts` serves `want`, in its status and
+/// through the VIP; checks they all got there by one record with the same
+/// epoch, which is the fleet's decision and what each applied. Returns
+/// that epoch.
+fn moved_in_one_epoch(t: &FleetTopology, hosts: &[usize], want: &str) -> u64 {
+    let start = Instant::now();
+    for &i in hosts {
+        t.daemon(i).wait_active("cache", want, FLEET_BOUND);
+        until_region_from(&t.hosts[i].ns, want, BOUND);
+    }
+    let took = start.elapsed();
+    let mut epochs = Vec::new();
+    for &i in hosts {
+        let history = t.daemon(i).history();
+        let last = history
+            .iter()
+            .rev()
+            .find(|f| f.to == want)
+            .unwrap_or_else(|| panic!("host {i}: no flip to {want}: {history:?}"));
+        let epoch = last
+            .epoch
+            .unwrap_or_else(|| panic!("host {i}: the flip to {want} has no epoch: {last:?}"));
+        let records = history.iter().filter(|f| f.epoch == Some(epoch)).count();
+        assert_eq!(
+            records, 1,
+            "host {i}: records of epoch {epoch}: {history:?}"
+        );
+        let f = fleet(t, i);
+        assert_eq!(
+            (f.epoch, f.applied_epoch, f.active.as_deref()),
+            (epoch, epoch, Some(want)),
+            "host {i}'s fleet view"
+        );
+        epochs.push(epoch);
+    }
+    println!("hosts {hosts:?} on {want} after {took:?}, epochs {epochs:?}");
+    assert!(
+        epochs.iter().all(|&e| e == epochs[0]),
+        "the hosts moved in different epochs: {epochs:?}"
+    );
+    epochs[0]
+}
+
+/// Each host in `hosts` keeps serving `want` (its data path) and its fleet
+/// view keeps naming `want` in epoch `epoch`, checked every 100 ms for
+/// `for_`; and none of them records a flip to `not`.
+fn stays(t: &FleetTopology, hosts: &[usize], want: &str, epoch: u64, not: &str, for_: Duration) {
+    let end = Instant::now() + for_;
+    while Instant::now() < end {
+        for &i in hosts {
+            let s = t.daemon(i).status();
+            let svc = &s.services[0];
+            let f = svc.fleet.as_ref().expect("fleet status");
+            assert_eq!(
+                (svc.active.as_deref(), f.active.as_deref(), f.epoch),
+                (Some(want), Some(want), epoch),
+                "host {i} moved: {f:?}"
+            );
+            let history = t.daemon(i).history();
+            assert!(
+                history.iter().all(|r| r.to != not),
+                "host {i} flipped to {not}: {history:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Host `i`'s own published view of `member`, in its own status.
+fn own_view(t: &FleetTopology, i: usize, member: &str) -> Option<String> {
+    let f = fleet(t, i);
+    f.hosts
+        .iter()
+        .find(|h| h.name == t.hosts[i].name)
+        .and_then(|h| h.members.get(member).cloned())
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn killed_member_moves_every_host_in_one_epoch_and_its_return_moves_them_back() {
+    let mut t = fleet_started("static");
+    let all: Vec<usize> = (0..HOSTS).collect();
+    let before = fleet(&t, 0).epoch;
+
+    t.kill_redis("east");
+    let failover = moved_in_one_epoch(&t, &all, "west");
+    assert!(failover > before, "epoch {failover} after {before}");
+    for (i, h) in t.hosts.iter().enumerate() {
+        let last = t.daemon(i).history().pop().expect("a flip");
+        assert_eq!(last.reason, Reason::Failover, "host {i}: {last:?}");
+        let metrics = scrape_metrics_in(&h.ns);
+        for want in [
+            format!("redirector_fleet_epoch{{service=\"cache\"}} {failover}"),
+            "redirector_fleet_attached{service=\"cache\"} 1".to_string(),
+        ] {
+            assert!(
+                metrics.lines().any(|l| l == want),
+                "host {i}: no `{want}` in /metrics:\n{metrics}"
+            );
+        }
+    }
+
+    // East back: after failback_delay (2 s) every host returns, together.
+    t.restart_redis("east");
+    let failback = moved_in_one_epoch(&t, &all, "east");
+    assert!(failback > failover, "epoch {failback} after {failover}");
+    for i in 0..HOSTS {
+        let last = t.daemon(i).history().pop().expect("a flip");
+        assert_eq!(last.reason, Reason::Failback, "host {i}: {last:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn minority_partition_flips_no_host_and_the_cut_host_gets_errors() {
+    let mut t = fleet_started("static");
+    let epoch = fleet(&t, 0).epoch;
+    t.partition(0, "east");
+    // Host h1 decides east down in its own view...
+    let start = Instant::now();
+    while own_view(&t, 0, "east").as_deref() != Some("down") {
+        assert!(start.elapsed() < FLEET_BOUND, "h1 never saw east down");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ...and the others see that, but one of four is no quorum.
+    for i in 1..HOSTS {
+        wait_fleet(&t, i, "told h1 sees east down", BOUND, |f| {
+            f.hosts.iter().any(|h| {
+                h.name == "h1" && h.members.get("east").map(String::as_str) == Some("down")
+            })
+        });
+    }
+    let all: Vec<usize> = (0..HOSTS).collect();
+    stays(&t, &all, "east", epoch, "west", NO_FLIP_FOR);
+    // No concurrent access: the cut host gets errors, not west.
+    assert_eq!(t.region(0), None, "h1 reached a member through the VIP");
+    for i in 1..HOSTS {
+        assert_eq!(t.region(i).as_deref(), Some("east"), "host {i}");
+    }
+    // Healed, h1 serves through east again without any flip.
+    t.heal(0, "east");
+    until_region_from(&t.hosts[0].ns, "east", FLEET_BOUND);
+    assert_eq!(fleet(&t, 0).epoch, epoch);
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn majority_partition_flips_every_host_including_one_that_still_reaches_the_member() {
+    let mut t = fleet_started("static");
+    for i in 0..3 {
+        t.partition(i, "east");
+    }
+    let all: Vec<usize> = (0..HOSTS).collect();
+    moved_in_one_epoch(&t, &all, "west");
+    // h4 still reaches east directly, sees it up, and yet serves west.
+    assert_eq!(own_view(&t, 3, "east").as_deref(), Some("up"));
+    let east = t.east.addr(Family::V4);
+    let direct = t.hosts[3].connect(east).and_then(|mut c| c.get("region"));
+    assert_eq!(direct.expect("h4 reaches east").as_deref(), Some("east"));
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn etcd_leader_killed_during_a_failover_still_moves_every_host_in_one_epoch() {
+    let mut t = fleet_started("static");
+    let leader = t.etcd.leader();
+    // The leader dies as the hosts start detecting east's death (a check
+    // every 250 ms, fall 2): the decision is proposed during the election.
+    t.kill_redis("east");
+    t.etcd.kill(leader);
+    let leader_killed_ms = unix_ms(Instant::now());
+    let all: Vec<usize> = (0..HOSTS).collect();
+    moved_in_one_epoch(&t, &all, "west");
+    for i in 0..HOSTS {
+        let flips = t.daemon(i).history();
+        let to_west: Vec<_> = flips.iter().filter(|f| f.to == "west").collect();
+        assert_eq!(to_west.len(), 1, "host {i}: {flips:?}");
+        assert!(
+            to_west[0].map_written_ms >= leader_killed_ms,
+            "host {i} applied the decision before the leader died: {flips:?}"
+        );
+    }
+}
+
+/// Cuts host 0 from etcd and waits until it says so and the others no
+/// longer count it (its lease ran out); returns when it detached (its
+/// clock, Unix ms).
+fn detach_host0(t: &FleetTopology) -> u64 {
+    t.cut_from_etcd(0);
+    let f = wait_fleet(t, 0, "detached", FLEET_BOUND, |f| !f.attached);
+    for i in 1..HOSTS {
+        wait_fleet(t, i, "without h1", FLEET_BOUND, |f| {
+            f.hosts.len() == HOSTS - 1 && f.hosts.iter().all(|h| h.name != "h1")
+        });
+    }
+    f.detached_since_ms
+        .expect("a detached host says since when")
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn host_cut_from_etcd_keeps_the_last_decision_with_on_detach_static() {
+    let mut t = fleet_started("static");
+    let epoch = fleet(&t, 0).epoch;
+    detach_host0(&t);
+    t.kill_redis("east");
+    let others: Vec<usize> = (1..HOSTS).collect();
+    let failover = moved_in_one_epoch(&t, &others, "west");
+    // h1 keeps the last decision it knows, past detach_timeout.
+    stays(
+        &t,
+        &[0],
+        "east",
+        epoch,
+        "west",
+        Duration::from_millis(DETACH_TIMEOUT_MS + 1000),
+    );
+    let f = fleet(&t, 0);
+    assert!(!f.attached && f.following, "{f:?}");
+    // Back in touch, it adopts the fleet's decision.
+    t.rejoin_etcd(0);
+    t.daemon(0).wait_active("cache", "west", FLEET_BOUND);
+    let f = wait_fleet(&t, 0, "attached again", FLEET_BOUND, |f| f.attached);
+    assert_eq!((f.epoch, f.applied_epoch), (failover, failover));
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn host_cut_from_etcd_fails_over_alone_after_detach_timeout_with_on_detach_local() {
+    let mut t = fleet_started("local");
+    let detached = detach_host0(&t);
+    t.kill_redis("east");
+    let others: Vec<usize> = (1..HOSTS).collect();
+    moved_in_one_epoch(&t, &others, "west");
+    // h1 decides alone, only once detach_timeout has passed.
+    t.daemon(0).wait_active("cache", "west", FLEET_BOUND);
+    until_region_from(&t.hosts[0].ns, "west", BOUND);
+    let f = fleet(&t, 0);
+    assert!(!f.attached && !f.following, "{f:?}");
+    let flip = t.daemon(0).history().pop().expect("h1 flipped");
+    assert_eq!(
+        flip.epoch, None,
+        "a local flip has no fleet epoch: {flip:?}"
+    );
+    assert!(
+        flip.map_written_ms >= detached + DETACH_TIMEOUT_MS,
+        "h1 flipped {} ms after detaching, before detach_timeout",
+        flip.map_written_ms.saturating_sub(detached)
+    );
+}
+
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn daemon_killed_while_the_fleet_decides_others_decide_and_its_restart_adopts() {
+    let mut t = fleet_started("static");
+    // h1's daemon dies as the hosts start detecting east's death (a check
+    // every 250 ms, fall 2), before any of them can propose; its lease
+    // and its stale view (east up) live on for lease_ttl.
+    t.kill_redis("east");
+    t.kill_daemon(0);
+    let others: Vec<usize> = (1..HOSTS).collect();
+    let epoch = moved_in_one_epoch(&t, &others, "west");
+    let by = fleet(&t, 1).by;
+    assert!(
+        ["h2", "h3", "h4"].contains(&by.as_str()),
+        "epoch {epoch} written by {by:?}"
+    );
+    // Its lease (2 s) runs out: the others no longer count it.
+    for i in 1..HOSTS {
+        wait_fleet(&t, i, "without h1", FLEET_BOUND, |f| {
+            f.hosts.len() == HOSTS - 1 && f.hosts.iter().all(|h| h.name != "h1")
+        });
+    }
+    // Restarted, it adopts the decision made without it.
+    t.restart_daemon(0);
+    t.daemon(0).wait_active("cache", "west", FLEET_BOUND);
+    until_region_from(&t.hosts[0].ns, "west", BOUND);
+    let f = wait_fleet(&t, 0, "applied the decision", FLEET_BOUND, |f| {
+        f.attached && f.applied_epoch == f.epoch
+    });
+    assert_eq!((f.epoch, f.active.as_deref()), (epoch, Some("west")));
+    for i in 0..HOSTS {
+        wait_fleet(&t, i, "with h1 back", FLEET_BOUND, |f| {
+            f.hosts.len() == HOSTS
+        });
+    }
 }
