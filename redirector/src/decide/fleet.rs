@@ -20,6 +20,8 @@
 //!   move to is up, not fleet-down and not drained.
 //!
 //! Rule (`evaluate`, or `Fleet::evaluate`):
+//! - a fresh fleet (nothing serves yet) starts on the best member up for a
+//!   quorum once a quorum has judged every better member (up or down);
 //! - the active member stays while it is not fleet-down and not drained,
 //!   whatever a minority sees (no concurrent access: hosts that cannot
 //!   reach it get errors rather than write elsewhere);
@@ -334,6 +336,11 @@ impl<'a> Fleet<'a> {
         self.view.live().filter(|h| ok(h.seen(member))).count() >= self.needed
     }
 
+    /// A quorum of live hosts have a verdict (up or down) on `member`.
+    fn judged(&self, member: usize) -> bool {
+        self.quorum_sees(member, |s| s != Seen::Unknown)
+    }
+
     fn fleet_down(&self, member: usize) -> bool {
         self.quorum_sees(member, |s| s == Seen::Down)
     }
@@ -382,9 +389,15 @@ impl<'a> Fleet<'a> {
     /// over at once, for that reason.
     fn target(&self, d: &Decision, op: Option<Reason>) -> Option<(usize, Reason)> {
         let Some(a) = serving(d) else {
-            return self
-                .best(d, |_| true)
-                .map(|b| (b, op.unwrap_or(Reason::Initial)));
+            let b = self.best(d, |_| true)?;
+            // A fresh fleet: a better member that a quorum has not judged
+            // yet may be up a moment later; wait for its verdict, as a
+            // fresh daemon's cold window does, rather than start on the
+            // wrong member and fail back after `failback_delay`.
+            let b_rank = self.rank(b, d);
+            let waiting = (0..self.members.len())
+                .any(|m| self.rank(m, d) < b_rank && !d.drained.contains(&m) && !self.judged(m));
+            return (!waiting).then(|| (b, op.unwrap_or(Reason::Initial)));
         };
         if !self.may_stay(a, d) {
             let why = if d.drained.contains(&a) {

@@ -125,6 +125,33 @@ fn a_fresh_fleet_starts_on_the_preferred_member_once_a_quorum_sees_it_up() {
 }
 
 #[test]
+fn a_fresh_fleet_waits_for_a_quorum_verdict_on_the_preferred_member() {
+    let early = live(&[
+        (Seen::Unknown, up(0)),
+        (Seen::Unknown, up(0)),
+        (up(0), up(0)),
+    ]);
+    assert_eq!(
+        eval(&early, &Decision::initial(), &auto()),
+        Proposal::Keep,
+        "east is still being judged by most hosts: starting on west would mean a failback later"
+    );
+    let east_down = live(&[
+        (Seen::Down, up(0)),
+        (Seen::Down, up(0)),
+        (Seen::Unknown, up(0)),
+    ]);
+    let d = changed(eval(&east_down, &Decision::initial(), &auto()));
+    assert_eq!(d, serving(WEST, 1, Reason::Initial));
+    let mixed = live(&[(Seen::Down, up(0)), (up(0), up(0)), (Seen::Down, up(0))]);
+    assert_eq!(
+        changed(eval(&mixed, &Decision::initial(), &auto())),
+        serving(WEST, 1, Reason::Initial),
+        "judged by a quorum (down for a majority): west"
+    );
+}
+
+#[test]
 fn a_majority_of_live_hosts_seeing_the_active_down_flips_to_the_next_member() {
     let view = live(&[
         (Seen::Down, long_up()),
