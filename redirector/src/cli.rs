@@ -58,7 +58,9 @@ pub enum Command {
         json: bool,
     },
     /// Pin SERVICE to MEMBER until `release` (a planned move: open flows on
-    /// the old member drain for drain_timeout, then are reset).
+    /// the old member drain for drain_timeout, then are reset). On a fleet
+    /// service (`fleet = true`) these four commands act on the whole fleet:
+    /// they write the fleet's next decision, which every host applies.
     Switchover { service: String, member: String },
     /// Remove a switchover pin; the normal choice applies again at once
     /// (this is also how a manual failback is done).
@@ -375,6 +377,9 @@ pub fn format_status(s: &DaemonStatus) -> String {
                 check
             );
         }
+        if let Some(f) = &svc.fleet {
+            out += &format_fleet(f);
+        }
     }
     out += &format!("data path: {} [{}]\n", s.pin_path, s.attachments.join(", "));
     out += &format_flows(&s.flows);
@@ -387,6 +392,55 @@ pub fn format_status(s: &DaemonStatus) -> String {
         .join(" ");
     out += "\n";
     out += &format_tasks(&s.tasks);
+    out
+}
+
+/// A fleet service's link to the engine, the fleet's decision and each
+/// live host's view.
+fn format_fleet(f: &crate::status::FleetStatus) -> String {
+    let link = if f.attached {
+        "attached".to_string()
+    } else {
+        format!(
+            "CUT OFF from etcd since {}{}",
+            ms_text(f.detached_since_ms),
+            if f.following {
+                ", keeping the last decision"
+            } else {
+                ", deciding locally (on_detach = local)"
+            }
+        )
+    };
+    let serving = match &f.barrier_to {
+        Some(to) => format!("BARRIER (nothing serves until every host applied it, then {to})"),
+        None => format!("active {}", f.active.as_deref().unwrap_or("-")),
+    };
+    let mut out = format!(
+        "  fleet: host {}, {link}; epoch {} {serving}, {} by {}; applied here: {}\n",
+        f.host,
+        f.epoch,
+        f.reason.map_or("-", |r| r.as_str()),
+        if f.by.is_empty() { "-" } else { &f.by },
+        f.applied_epoch,
+    );
+    if let Some(p) = &f.pinned {
+        out += &format!("    pinned to {p} for the fleet\n");
+    }
+    if !f.drained.is_empty() {
+        out += &format!("    drained for the fleet: {}\n", f.drained.join(", "));
+    }
+    for h in &f.hosts {
+        let seen: Vec<String> = h.members.iter().map(|(m, s)| format!("{m} {s}")).collect();
+        out += &format!(
+            "    host {:<16} applied {:<6} sees {}\n",
+            h.name,
+            h.applied_epoch,
+            seen.join(", ")
+        );
+    }
+    if let Some(e) = &f.last_error {
+        out += &format!("    last error: {e}\n");
+    }
     out
 }
 
@@ -460,6 +514,12 @@ pub fn format_history(h: &[FlipRecord]) -> String {
 /// in its failing streak, e.g. "checks; signals: refused x2, reset x1".
 fn why_text(r: &FlipRecord) -> String {
     let mut parts = Vec::new();
+    if let Some(e) = r.epoch {
+        parts.push(match r.phase.as_deref() {
+            Some(phase) => format!("fleet epoch {e} ({phase})"),
+            None => format!("fleet epoch {e}"),
+        });
+    }
     if let Some(t) = &r.trigger {
         parts.push(t.clone());
     }
@@ -503,7 +563,49 @@ mod tests {
             trigger: None,
             ..r
         };
-        assert!(format_history(&[plain]).trim_end().ends_with(" -"));
+        assert!(format_history(&[plain.clone()]).trim_end().ends_with(" -"));
+        let fleet = FlipRecord {
+            epoch: Some(7),
+            phase: Some("barrier".into()),
+            ..plain
+        };
+        assert!(
+            format_history(&[fleet])
+                .trim_end()
+                .ends_with(" fleet epoch 7 (barrier)")
+        );
+    }
+
+    #[test]
+    fn status_shows_the_fleet_link_decision_and_each_hosts_view() {
+        let f = crate::status::FleetStatus {
+            host: "h1".into(),
+            attached: false,
+            detached_since_ms: Some(1),
+            following: true,
+            epoch: 4,
+            active: Some("west".into()),
+            reason: Some(crate::decide::Reason::Failover),
+            by: "h2".into(),
+            applied_epoch: 4,
+            hosts: vec![crate::status::FleetHostStatus {
+                name: "h2".into(),
+                applied_epoch: 4,
+                members: [("east".to_string(), "down".to_string())].into(),
+            }],
+            last_error: Some("etcd unreachable".into()),
+            ..Default::default()
+        };
+        let text = format_fleet(&f);
+        assert!(text.contains("CUT OFF from etcd"), "{text}");
+        assert!(text.contains("keeping the last decision"), "{text}");
+        assert!(
+            text.contains("epoch 4 active west, failover by h2"),
+            "{text}"
+        );
+        assert!(text.contains("host h2"), "{text}");
+        assert!(text.contains("sees east down"), "{text}");
+        assert!(text.contains("last error: etcd unreachable"), "{text}");
     }
 
     #[derive(Debug, thiserror::Error)]
