@@ -563,7 +563,11 @@ mod tests {
             trigger: None,
             ..r
         };
-        assert!(format_history(std::slice::from_ref(&plain)).trim_end().ends_with(" -"));
+        assert!(
+            format_history(std::slice::from_ref(&plain))
+                .trim_end()
+                .ends_with(" -")
+        );
         let fleet = FlipRecord {
             epoch: Some(7),
             phase: Some("barrier".into()),

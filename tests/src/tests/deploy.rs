@@ -49,6 +49,56 @@ fn configmap_toml_validates() {
     assert_eq!(c.admin.metrics.map(|m| m.port()), Some(9477));
 }
 
+/// The fleet-mode ConfigMap validates once its Secret is where the
+/// DaemonSet mounts it (here: a temporary directory in its place), and the
+/// DaemonSet mounts that Secret there.
+#[test]
+fn fleet_configmap_validates_with_its_secret_mounted() {
+    let cm = docs("config/kubernetes/fleet.yaml");
+    assert_eq!(cm[0]["kind"], "ConfigMap");
+    assert_eq!(
+        cm[0]["metadata"]["name"], "redirector-config",
+        "replaces configmap.yaml"
+    );
+    let toml = cm[0]["data"]["redirector.toml"]
+        .as_str()
+        .expect("redirector.toml key");
+    let secret = std::env::temp_dir().join(format!("rdt-etcd-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&secret).unwrap();
+    for f in ["ca.pem", "client.pem", "client-key.pem"] {
+        std::fs::write(secret.join(f), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    }
+    std::fs::write(secret.join("password"), "s3cret\n").unwrap();
+    let toml = toml.replace("/etc/redirector-etcd", &secret.display().to_string());
+    let parsed = redirector::config::parse(&toml, Path::new("fleet.yaml:redirector.toml"));
+    std::fs::remove_dir_all(&secret).unwrap();
+    let c = parsed.unwrap_or_else(|e| panic!("{e}"));
+    let fleet = c.fleet.expect("a [fleet] section");
+    assert_eq!(fleet.endpoints.len(), 3);
+    assert_eq!(fleet.auth.expect("auth").password, "s3cret");
+    assert!(c.services.iter().all(|s| s.fleet));
+
+    let all = docs("config/kubernetes/daemonset.yaml");
+    let ds = all.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let pod = get(ds, "spec.template.spec");
+    let vol = pod["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"] == "redirector-etcd")
+        .expect("the etcd Secret as a volume");
+    assert_eq!(
+        vol["secret"]["optional"], true,
+        "optional without fleet mode"
+    );
+    let mounted = pod["containers"][0]["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|m| m["name"] == vol["name"] && m["mountPath"] == "/etc/redirector-etcd");
+    assert!(mounted, "the Secret mounted where fleet.yaml reads it");
+}
+
 #[test]
 fn daemonset_has_what_operators_rely_on() {
     let all = docs("config/kubernetes/daemonset.yaml");
