@@ -176,7 +176,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
             current: None,
             unreadable: None,
             proposed: None,
-            detached_since: Some(Instant::now()),
+            detached_since: Some(now()),
             went_local: false,
             last_error: None,
             metrics,
@@ -228,7 +228,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
                 error = text,
                 "cut off from the coordination engine; keeping the last fleet decision"
             );
-            self.detached_since = Some(Instant::now());
+            self.detached_since = Some(now());
         } else {
             tracing::warn!(
                 service = self.spec.service,
@@ -247,7 +247,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
     /// Waits `retry`, answering operator actions and going local when the
     /// time comes. Returns false when the service task is gone.
     async fn wait_before_retry(&mut self) -> bool {
-        let until = later(Instant::now(), self.spec.retry);
+        let until = later(now(), self.spec.retry);
         loop {
             if self.go_local_if_due().await.is_err() {
                 return false;
@@ -270,7 +270,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
         let (Some(after), Some(since)) = (self.spec.local_after, self.detached_since) else {
             return Ok(());
         };
-        if self.went_local || since.elapsed() < after {
+        if self.went_local || now().saturating_duration_since(since) < after {
             return Ok(());
         }
         tracing::warn!(
@@ -327,7 +327,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
         if let Some(since) = self.detached_since.take() {
             tracing::info!(
                 service = self.spec.service,
-                after = ?since.elapsed(),
+                after = ?now().saturating_duration_since(since),
                 "attached to the coordination engine"
             );
         }
@@ -347,7 +347,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
         loop {
             self.evaluate().await?;
             self.publish_status();
-            let deadline = self.next_deadline(Instant::now());
+            let deadline = self.next_deadline(now());
             tokio::select! {
                 r = self.links.local.changed() => {
                     if r.is_err() {
@@ -405,7 +405,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
     /// failback delay).
     fn load(&mut self, snap: Snapshot) {
         let old = std::mem::take(&mut self.hosts);
-        let now = Instant::now();
+        let now = now();
         for (name, record) in snap.hosts {
             let before = old.get(&name);
             let peer = self.peer(record, before, now);
@@ -438,7 +438,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
     async fn on_event(&mut self, e: Event) -> Result<(), End> {
         match e {
             Event::Host { host, record } => {
-                let peer = self.peer(record, self.hosts.get(&host), Instant::now());
+                let peer = self.peer(record, self.hosts.get(&host), now());
                 self.hosts.insert(host, peer);
             }
             Event::HostGone { host } => {
@@ -496,7 +496,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
                     decision: d,
                     revision,
                     by: record.by,
-                    seen_at: Instant::now(),
+                    seen_at: now(),
                 });
                 new
             }
@@ -562,7 +562,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
         if self.unreadable.is_some() {
             return Ok(());
         }
-        let now = Instant::now();
+        let now = now();
         let (current, expected) = self.decision_now();
         let view = self.view(now);
         let Proposal::Change(next) =
@@ -612,7 +612,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
     }
 
     async fn on_op(&mut self, req: OpRequest) -> Result<(), End> {
-        let now = Instant::now();
+        let now = now();
         let (current, expected) = self.decision_now();
         let view = self.view(now);
         let rule = fleet::Fleet::new(&view, &self.spec.policy, &self.spec.members, now);
@@ -706,6 +706,12 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
             st.drained = d.drained.iter().filter_map(|&i| name(Some(i))).collect();
         }
     }
+}
+
+/// The agent's clock: tokio's, so that its tests run on a paused clock;
+/// the same as `Instant::now()` outside them.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 pub fn seen_text(s: SeenRecord) -> &'static str {
