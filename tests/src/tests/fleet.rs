@@ -220,17 +220,18 @@ const DETACH_TIMEOUT_MS: u64 = 3000;
 
 /// Host `i`'s config: "cache" as a fleet service (failback_delay 2 s),
 /// leases of 2 s, majority quorum, no barrier, `on_detach` as given.
-fn fleet_config(t: &FleetTopology, i: usize, on_detach: &str) -> String {
+/// With `barrier = "ack"` the service's drain_timeout is 0 s (no overlap).
+fn fleet_config(t: &FleetTopology, i: usize, on_detach: &str, barrier: &str) -> String {
     let fleet = format!(
         "lease_ttl = \"2s\"\ntimeout = \"500ms\"\nquorum = \"majority\"\n\
-         barrier = \"none\"\non_detach = \"{on_detach}\"\n\
+         barrier = \"{barrier}\"\non_detach = \"{on_detach}\"\n\
          detach_timeout = \"{DETACH_TIMEOUT_MS}ms\""
     );
-    format!(
-        "{}\n{}",
-        service_config(t, "fleet = true"),
-        t.fleet_section(i, &fleet)
-    )
+    let mut service = service_config(t, "fleet = true");
+    if barrier == "ack" {
+        service = service.replace("drain_timeout = \"1s\"", "drain_timeout = \"0s\"");
+    }
+    format!("{}\n{}", service, t.fleet_section(i, &fleet))
 }
 
 /// Host `i`'s fleet view of "cache".
@@ -269,9 +270,13 @@ fn wait_fleet(
 /// A 4-host fleet serving through east: every host live in every host's
 /// view, seeing east up, with the decision (east) applied.
 fn fleet_started(on_detach: &str) -> FleetTopology {
+    fleet_started_with(on_detach, "none")
+}
+
+fn fleet_started_with(on_detach: &str, barrier: &str) -> FleetTopology {
     let started = Instant::now();
     let mut t = FleetTopology::new(HOSTS);
-    t.start_daemons(|t, i| fleet_config(t, i, on_detach));
+    t.start_daemons(|t, i| fleet_config(t, i, on_detach, barrier));
     wait_all_on_east(&t);
     for i in 0..HOSTS {
         wait_fleet(&t, i, "settled on east", FLEET_BOUND, |f| {
@@ -402,6 +407,70 @@ fn killed_member_moves_every_host_in_one_epoch_and_its_return_moves_them_back() 
     for i in 0..HOSTS {
         let last = t.daemon(i).history().pop().expect("a flip");
         assert_eq!(last.reason, Reason::Failback, "host {i}: {last:?}");
+    }
+}
+
+/// Break-before-make: an operator's switchover (both members up) goes
+/// through a barrier epoch in which no host serves, then every host
+/// serves west in the next epoch; the release comes back the same way.
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn a_barrier_switchover_stops_every_host_before_any_serves_the_new_member() {
+    let t = fleet_started_with("static", "ack");
+    let all: Vec<usize> = (0..HOSTS).collect();
+    let out = t.daemon(2).cli(&["switchover", "cache", "west"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("for the whole fleet"), "{text}");
+    for (to, back) in [("west", false), ("east", true)] {
+        if back {
+            let out = t.daemon(1).cli(&["release", "cache"]);
+            assert!(out.status.success(), "{out:?}");
+        }
+        let epoch = moved_in_one_epoch(&t, &all, to);
+        for i in 0..HOSTS {
+            let h = t.daemon(i).history();
+            let barrier = h
+                .iter()
+                .find(|r| r.epoch == Some(epoch - 1))
+                .unwrap_or_else(|| panic!("host {i}: no barrier epoch before {epoch}: {h:?}"));
+            assert_eq!(
+                (barrier.phase.as_deref(), barrier.to.as_str()),
+                (Some("barrier"), to),
+                "host {i}: {h:?}"
+            );
+            let serving = h.iter().find(|r| r.epoch == Some(epoch)).unwrap();
+            assert!(
+                serving.map_written_ms >= barrier.map_written_ms,
+                "host {i}: {h:?}"
+            );
+        }
+        // No host served the new member before every host had stopped
+        // serving the old one.
+        let last_stop = all
+            .iter()
+            .map(|&i| {
+                let h = t.daemon(i).history();
+                h.iter()
+                    .find(|r| r.epoch == Some(epoch - 1))
+                    .unwrap()
+                    .map_written_ms
+            })
+            .max()
+            .unwrap();
+        for i in 0..HOSTS {
+            let h = t.daemon(i).history();
+            let start = h
+                .iter()
+                .find(|r| r.epoch == Some(epoch))
+                .unwrap()
+                .map_written_ms;
+            assert!(
+                start >= last_stop,
+                "host {i} served {to} at {start} before the last host stopped at {last_stop}"
+            );
+        }
     }
 }
 
