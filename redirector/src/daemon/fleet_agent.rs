@@ -393,6 +393,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
                 .collect(),
             applied_epoch: view.applied_epoch,
             at_unix_ms: unix_ms(Instant::now()),
+            instance: instance(),
         };
         self.engine
             .put_host(&self.spec.service, &self.spec.host, &record, lease)
@@ -407,6 +408,7 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
         let old = std::mem::take(&mut self.hosts);
         let now = now();
         for (name, record) in snap.hosts {
+            self.check_instance(&name, &record);
             let before = old.get(&name);
             let peer = self.peer(record, before, now);
             self.hosts.insert(name, peer);
@@ -435,9 +437,27 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
         Peer { record, up_since }
     }
 
+    /// Another daemon writing under this host's name would merge two
+    /// hosts' views into one key, and the fleet would count one host where
+    /// there are two: loud, every time it is seen.
+    fn check_instance(&mut self, host: &str, record: &HostRecord) {
+        if host != self.spec.host || record.instance == instance() {
+            return;
+        }
+        let text = format!(
+            "another daemon writes as fleet host {host:?} (instance {} here, {} there): give every host its own [fleet] host name",
+            instance(),
+            record.instance
+        );
+        tracing::error!(service = self.spec.service, "{text}");
+        self.count("host_name_conflict", "failed");
+        self.last_error = Some(text);
+    }
+
     async fn on_event(&mut self, e: Event) -> Result<(), End> {
         match e {
             Event::Host { host, record } => {
+                self.check_instance(&host, &record);
                 let peer = self.peer(record, self.hosts.get(&host), now());
                 self.hosts.insert(host, peer);
             }
@@ -706,6 +726,17 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
             st.drained = d.drained.iter().filter_map(|&i| name(Some(i))).collect();
         }
     }
+}
+
+/// This daemon's number in its host records, drawn once per process.
+fn instance() -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static INSTANCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *INSTANCE.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        (std::process::id(), std::time::SystemTime::now()).hash(&mut h);
+        h.finish().max(1)
+    })
 }
 
 /// The agent's clock: tokio's, so that its tests run on a paused clock;

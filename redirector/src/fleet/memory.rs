@@ -382,6 +382,7 @@ mod tests {
             members: [("east".to_string(), SeenRecord::Up)].into(),
             applied_epoch: epoch,
             at_unix_ms: 0,
+            instance: 1,
         }
     }
 

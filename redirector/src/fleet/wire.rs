@@ -36,6 +36,11 @@ pub struct HostRecord {
     pub applied_epoch: u64,
     /// When the host wrote the record (its wall clock, for people).
     pub at_unix_ms: u64,
+    /// A number each daemon draws at start: a record under this host's
+    /// name with another number comes from another daemon using the same
+    /// `host` name, which would merge two hosts' views into one.
+    #[serde(default)]
+    pub instance: u64,
 }
 
 impl HostRecord {
@@ -229,11 +234,12 @@ mod tests {
             members: BTreeMap::from([("east".into(), SeenRecord::Up)]),
             applied_epoch: 3,
             at_unix_ms: 9,
+            instance: 11,
         };
         let json: serde_json::Value = serde_json::from_slice(&encode(&h)).unwrap();
         assert_eq!(
             json,
-            serde_json::json!({"members": {"east": "up"}, "applied_epoch": 3, "at_unix_ms": 9})
+            serde_json::json!({"members": {"east": "up"}, "applied_epoch": 3, "at_unix_ms": 9, "instance": 11})
         );
     }
 

@@ -68,6 +68,7 @@ fn host(seen: SeenRecord, applied_epoch: u64) -> HostRecord {
         members: BTreeMap::from([("east".into(), seen), ("west".into(), SeenRecord::Up)]),
         applied_epoch,
         at_unix_ms: 1,
+        instance: 1,
     }
 }
 

@@ -410,3 +410,21 @@ async fn a_decision_naming_an_unknown_member_is_loud_and_never_overwritten() {
         assert_eq!(h.ops_count("decode", "failed"), 1);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn another_daemon_writing_under_this_host_name_is_loud() {
+    let (store, mut hosts) = fleet(2, Barrier::None);
+    serving_east(&mut hosts).await;
+    store.put_raw(
+        "/rdt/cache/hosts/h0",
+        br#"{"members":{"east":"up","west":"up"},"applied_epoch":1,"at_unix_ms":0,"instance":7}"#,
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hosts[0].ops_count("host_name_conflict", "failed"), 1);
+    let e = hosts[0].status().last_error.unwrap_or_default();
+    assert!(
+        e.contains("another daemon writes as fleet host \"h0\""),
+        "{e}"
+    );
+    assert_eq!(hosts[1].ops_count("host_name_conflict", "failed"), 0);
+}
