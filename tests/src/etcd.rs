@@ -2,6 +2,8 @@
 //! network namespace on one bridge, data on a tmpfs the harness mounts.
 //! Members can be killed, stopped and restarted; on drop everything goes:
 //! the processes (SIGKILL by PID), the tmpfs, the namespaces and veths.
+//! With [`EtcdCluster::with_tls`] the members serve clients over https
+//! and require a client certificate (peers still talk plain http).
 //!
 //! ```text
 //!  hub: br0 198.18.30.1/24 (etcdctl runs here)
@@ -13,7 +15,7 @@
 
 use std::{
     fs::File,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -39,17 +41,36 @@ const COMMAND_TIMEOUT: &str = "--command-timeout=2s";
 /// A router's address on the hub's bridge ([`EtcdCluster::attach_router`]).
 pub const ROUTER_IP: &str = "198.18.30.254";
 
+/// The address of member `i` on the hub's bridge.
+pub fn member_ip(i: usize) -> String {
+    format!("198.18.30.{}", 10 + i)
+}
+
+/// The files of a cluster serving clients over https: the members'
+/// certificate (valid for their addresses, [`member_ip`]) and key, and
+/// the CA that signed it and the client certificates the members accept;
+/// etcdctl presents `client_cert`.
+pub struct ClusterTls {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
 /// One etcd member: its namespace, address and process (None when down).
 pub struct EtcdMember {
     pub ns: NetNs,
     pub ip: String,
+    /// `https` with [`ClusterTls`], else `http`.
+    scheme: &'static str,
     process: Option<Child>,
 }
 
 impl EtcdMember {
     /// The client URL etcdctl and the daemons use.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:2379", self.ip)
+        format!("{}://{}:2379", self.scheme, self.ip)
     }
 
     fn peer_url(&self) -> String {
@@ -72,6 +93,8 @@ pub struct EtcdCluster {
     pub name: String,
     /// The tmpfs mount holding one data directory per member.
     data: PathBuf,
+    /// Serving clients over https (and etcdctl's files), if so.
+    tls: Option<ClusterTls>,
 }
 
 impl EtcdCluster {
@@ -83,6 +106,17 @@ impl EtcdCluster {
     /// A healthy cluster of `n` members (at most 200); panics if it is not
     /// healthy within 10 s, with the members' logs.
     pub fn with_members(n: usize) -> Self {
+        Self::start(n, None)
+    }
+
+    /// Like [`Self::with_members`], the members serving clients over
+    /// https with `tls`'s certificate and requiring a client certificate
+    /// signed by its CA (`--client-cert-auth`).
+    pub fn with_tls(n: usize, tls: ClusterTls) -> Self {
+        Self::start(n, Some(tls))
+    }
+
+    fn start(n: usize, tls: Option<ClusterTls>) -> Self {
         assert!((1..=200).contains(&n), "{n} etcd members");
         require_root("network namespaces, a tmpfs mount and etcd");
         assert!(
@@ -102,6 +136,7 @@ impl EtcdCluster {
             hub,
             name,
             data,
+            tls,
         };
         std::fs::create_dir_all(&cluster.data).expect("create the etcd data mount point");
         sh(&[
@@ -130,12 +165,13 @@ impl EtcdCluster {
         let port = format!("m{i}");
         veth(&ns, "eth0", &self.hub, &port);
         self.hub.cmd(&format!("ip link set {port} master br0 up"));
-        let ip = format!("198.18.30.{}", 10 + i);
+        let ip = member_ip(i);
         ns.cmd(&format!("ip addr add {ip}/24 dev eth0"));
         ns.cmd("ip link set eth0 up");
         EtcdMember {
             ns,
             ip,
+            scheme: if self.tls.is_some() { "https" } else { "http" },
             process: None,
         }
     }
@@ -172,9 +208,16 @@ impl EtcdCluster {
             .open(self.log_path(i))
             .expect("open the etcd log");
         // nsenter execs etcd, so the child's PID is etcd itself.
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", m.ns.name))
-            .arg("etcd")
+        let mut etcd = Command::new("nsenter");
+        etcd.arg(format!("--net=/run/netns/{}", m.ns.name))
+            .arg("etcd");
+        if let Some(tls) = &self.tls {
+            etcd.args(["--cert-file", path(&tls.server_cert)])
+                .args(["--key-file", path(&tls.server_key)])
+                .args(["--trusted-ca-file", path(&tls.ca)])
+                .arg("--client-cert-auth");
+        }
+        let child = etcd
             .args(["--name", &format!("m{i}")])
             .args([
                 "--data-dir",
@@ -225,6 +268,13 @@ impl EtcdCluster {
             .env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={}", endpoints.join(",")))
             .args([DIAL_TIMEOUT, COMMAND_TIMEOUT])
+            .args(self.tls.iter().flat_map(|t| {
+                [
+                    format!("--cacert={}", path(&t.ca)),
+                    format!("--cert={}", path(&t.client_cert)),
+                    format!("--key={}", path(&t.client_key)),
+                ]
+            }))
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -385,6 +435,10 @@ impl Default for EtcdCluster {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
 }
 
 /// SIGTERMs every process, waits up to the grace for all of them, then

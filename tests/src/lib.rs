@@ -1,9 +1,9 @@
 //! Test support for the kernel-facing tests: network namespaces, a
 //! two-member topology with real redis-server processes, a real etcd
 //! cluster and a topology of several application hosts (one daemon each)
-//! for the fleet tests, unique bpffs pin directories, and a minimal RESP
-//! client. Every resource is released on
-//! Drop, so a failing test leaves nothing behind.
+//! for the fleet tests, throwaway certificates for the TLS tests, unique
+//! bpffs pin directories, and a minimal RESP client. Every resource is
+//! released on Drop, so a failing test leaves nothing behind.
 //!
 //! The tests themselves are in `src/tests/`. Those that need root say so
 //! with `#[ignore = "needs root: …"]`, so a plain `cargo test` passes as
@@ -14,6 +14,7 @@ pub mod etcd;
 pub mod fleet_topology;
 pub mod netns;
 pub mod pins;
+pub mod pki;
 pub mod resp;
 pub mod testrun;
 pub mod topology;

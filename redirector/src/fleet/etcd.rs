@@ -134,13 +134,17 @@ impl EtcdEngine {
 
     /// Runs `call` with a client (authenticated first if need be), again
     /// while it fails `Unreachable` (the client spreads calls over the
-    /// endpoints, a dead member among them), all within the timeout.
+    /// endpoints, a dead member among them), all within the timeout. If
+    /// the timeout cuts a retry short, the call fails with the last
+    /// `Unreachable` (its cause, like a certificate the CA did not sign,
+    /// is what the operator needs), not with a bare `Timeout`.
     async fn call<T, F, Fut>(&self, op: &'static str, mut call: F) -> Result<T, EngineError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, EngineError>>,
     {
         let deadline = Instant::now() + self.timeout;
+        let mut last = None;
         let work = async {
             loop {
                 let result = match self.authenticate(op).await {
@@ -148,21 +152,23 @@ impl EtcdEngine {
                     Err(e) => Err(e),
                 };
                 match result {
-                    Err(EngineError::Unreachable { .. })
+                    Err(e @ EngineError::Unreachable { .. })
                         if Instant::now() + RETRY_PAUSE < deadline =>
                     {
+                        last = Some(e);
                         tokio::time::sleep(RETRY_PAUSE).await;
                     }
                     other => return other,
                 }
             }
         };
-        tokio::time::timeout_at(deadline.into(), work)
-            .await
-            .map_err(|_| EngineError::Timeout {
+        let done = tokio::time::timeout_at(deadline.into(), work).await;
+        done.unwrap_or_else(|_| {
+            Err(last.unwrap_or(EngineError::Timeout {
                 op,
                 after: self.timeout,
-            })?
+            }))
+        })
     }
 
     /// Authenticates once, when the options have a user.
@@ -562,6 +568,34 @@ mod tests {
         opts.auth = Some(("user".into(), "secret".into()));
         let engine = EtcdEngine::connect(opts).await.expect("no eager auth");
         assert_unreachable(engine.snapshot("cache").await.unwrap_err());
+    }
+
+    #[tokio::test]
+    async fn a_retry_cut_by_the_timeout_reports_the_last_cause_not_a_bare_timeout() {
+        // Each connection is held 700 ms, then closed: the first attempt
+        // fails Unreachable at 0.7 s, the retry is still waiting at the
+        // 1 s timeout.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(700)).await;
+                    drop(conn);
+                });
+            }
+        });
+        let mut opts = options(&[&format!("http://127.0.0.1:{port}")]);
+        opts.timeout = Duration::from_secs(1);
+        let engine = EtcdEngine::connect(opts).await.unwrap();
+        let started = Instant::now();
+        let err = engine.snapshot("cache").await.unwrap_err();
+        assert!(
+            matches!(err, EngineError::Unreachable { .. }),
+            "{err:?} after {:?}",
+            started.elapsed()
+        );
+        assert!(started.elapsed() < Duration::from_millis(1200));
     }
 
     #[tokio::test]

@@ -3,7 +3,10 @@
 //! renewed takes its host away (and the watch says so), one proposal per
 //! revision wins, a watch starts where its snapshot ended, the leader's
 //! death costs a bounded retry, and with no member reachable every call
-//! fails within its timeout instead of hanging.
+//! fails within its timeout instead of hanging. Also against a member
+//! serving https with client certificates and etcd users: the engine
+//! works with the right CA, certificate and password, and each wrong one
+//! fails its first call, by kind, within the timeout.
 //!
 //! Each test runs its client on a current-thread tokio runtime inside the
 //! cluster's hub namespace (`EtcdCluster::in_hub`), where the members are
@@ -18,12 +21,15 @@ use std::{
 use redirector::{
     decide::Reason,
     fleet::{
-        DecisionRecord, Engine, EngineError, EtcdEngine, EtcdOptions, Event, HostRecord,
+        DecisionRecord, Engine, EngineError, EtcdEngine, EtcdOptions, EtcdTls, Event, HostRecord,
         SeenRecord, Watch,
     },
 };
 
-use crate::etcd::EtcdCluster;
+use crate::{
+    etcd::{ClusterTls, EtcdCluster, member_ip},
+    pki::Pki,
+};
 
 const SVC: &str = "cache";
 /// Every engine call's bound.
@@ -381,4 +387,207 @@ fn with_no_member_reachable_every_call_fails_within_its_timeout() {
             }
         }
     });
+}
+
+/// etcd's users in the TLS test: the engine's, with readwrite on the
+/// engine's prefix only, and root (needed to enable authentication).
+const USER: &str = "redirector";
+const PASSWORD: &str = "rdt-engine-secret";
+const ROOT: &str = "root:rdt-root-secret";
+
+/// Enables authentication on `cluster` (through etcdctl, over its TLS):
+/// root, and [`USER`] with a role reading and writing the engine's prefix.
+fn enable_auth(cluster: &EtcdCluster) {
+    let endpoints = cluster.endpoints();
+    let user = format!("{USER}:{PASSWORD}");
+    for args in [
+        &["user", "add", ROOT, "--interactive=false"][..],
+        &["user", "grant-role", "root", "root"],
+        &["role", "add", "rdt-fleet"],
+        &[
+            "role",
+            "grant-permission",
+            "rdt-fleet",
+            "--prefix=true",
+            "readwrite",
+            "/rdt-fleet/",
+        ],
+        &["user", "add", &user, "--interactive=false"],
+        &["user", "grant-role", USER, "rdt-fleet"],
+        &["auth", "enable"],
+    ] {
+        if let Err(e) = cluster.etcdctl(&endpoints, args) {
+            panic!("etcdctl {args:?}: {e}");
+        }
+    }
+    // Now etcdctl without a user is refused, with root it is served.
+    assert!(
+        cluster
+            .etcdctl(&endpoints, &["get", "/rdt-fleet/x"])
+            .is_err()
+    );
+    let root = format!("--user={ROOT}");
+    cluster
+        .etcdctl(&endpoints, &[&root, "get", "/rdt-fleet/x"])
+        .expect("root reads once auth is on");
+}
+
+/// The error and its sources, one per line.
+fn chain(e: &EngineError) -> String {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source())
+        .map(|e| format!("  {e}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A wrong client setting: what it is, the TLS files and user it
+/// connects with, and whether the error is the one expected.
+type WrongSetting<'a> = (
+    &'a str,
+    EtcdTls,
+    Option<(&'a str, &'a str)>,
+    fn(&EngineError) -> bool,
+);
+
+/// The TLS error among `e`'s sources (rustls's error travels inside an
+/// `io::Error`, whose `source` skips it).
+fn tls_error(e: &EngineError) -> Option<&rustls::Error> {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source()).find_map(|e| {
+        e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()?
+                .get_ref()?
+                .downcast_ref::<rustls::Error>()
+        })
+    })
+}
+
+#[test]
+#[ignore = "needs root: network namespaces and etcd"]
+fn etcd_engine_over_https_with_client_certificates_and_a_user() {
+    let pki = Pki::new(&[member_ip(0)], "rdt-client");
+    let cluster = EtcdCluster::with_tls(
+        1,
+        ClusterTls {
+            ca: pki.ca.clone(),
+            server_cert: pki.server_cert.clone(),
+            server_key: pki.server_key.clone(),
+            client_cert: pki.client_cert.clone(),
+            client_key: pki.client_key.clone(),
+        },
+    );
+    enable_auth(&cluster);
+    let tls = EtcdTls {
+        ca: pki.ca.clone(),
+        cert: Some(pki.client_cert.clone()),
+        key: Some(pki.client_key.clone()),
+        domain: None,
+    };
+    let other_ca = pki.other_ca.clone();
+    cluster.in_hub(move |cluster| {
+        let endpoints = cluster.endpoints();
+        assert!(endpoints[0].starts_with("https://"), "{endpoints:?}");
+        let connect = |tls: EtcdTls, auth: Option<(&str, &str)>| {
+            EtcdEngine::connect(EtcdOptions {
+                endpoints: endpoints.clone(),
+                prefix: "/rdt-fleet".into(),
+                timeout: TIMEOUT,
+                tls: Some(tls),
+                auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            })
+        };
+        block_on(async {
+            // Right CA, certificate, user and password: every call works.
+            let e = connect(tls.clone(), Some((USER, PASSWORD)))
+                .await
+                .expect("connect");
+            let lease = e.grant(Duration::from_secs(10)).await.unwrap();
+            e.keep_alive(lease).await.unwrap();
+            e.put_host(SVC, "app-1", &host(SeenRecord::Up, 1), lease)
+                .await
+                .unwrap();
+            let snap = e.snapshot(SVC).await.unwrap();
+            assert_eq!(
+                snap.hosts,
+                BTreeMap::from([("app-1".to_string(), host(SeenRecord::Up, 1))])
+            );
+            let mut w = e.watch(SVC, snap.revision).await.unwrap();
+            let rev = e
+                .propose(SVC, None, &decision(1, "app-1"))
+                .await
+                .unwrap()
+                .expect("the first proposal creates the key");
+            assert_eq!(
+                next(&mut w, Duration::from_secs(5)).await.unwrap().unwrap(),
+                [Event::Decision {
+                    record: decision(1, "app-1"),
+                    mod_revision: rev
+                }]
+            );
+            e.revoke(lease).await.unwrap();
+            assert_eq!(
+                next(&mut w, Duration::from_secs(5)).await.unwrap().unwrap(),
+                [Event::HostGone {
+                    host: "app-1".into()
+                }]
+            );
+
+            // Each wrong setting: the first call fails, within the timeout,
+            // and says why by its kind.
+            let wrong_ca = EtcdTls {
+                ca: other_ca.clone(),
+                ..tls.clone()
+            };
+            let no_cert = EtcdTls {
+                cert: None,
+                key: None,
+                ..tls.clone()
+            };
+            let cases: [WrongSetting; 4] = [
+                // The client refuses the member's certificate; retried
+                // until the timeout (as any unreachable member), then the
+                // last cause is reported.
+                ("wrong CA", wrong_ca, Some((USER, PASSWORD)), |e| {
+                    matches!(e, EngineError::Unreachable { .. })
+                        && matches!(
+                            tls_error(e),
+                            Some(rustls::Error::InvalidCertificate(
+                                rustls::CertificateError::UnknownIssuer
+                            ))
+                        )
+                }),
+                // etcd answers the authentication InvalidArgument.
+                ("wrong password", tls.clone(), Some((USER, "wrong")), |e| {
+                    matches!(e, EngineError::Denied { .. })
+                }),
+                // TLS 1.3: the member refuses the empty certificate after
+                // the client's handshake ended, by an alert or by closing
+                // the connection; either breaks the connection.
+                (
+                    "no client certificate",
+                    no_cert,
+                    Some((USER, PASSWORD)),
+                    |e| matches!(e, EngineError::Unreachable { .. }),
+                ),
+                // The certificate's common name is no etcd user.
+                ("no user", tls.clone(), None, |e| {
+                    matches!(e, EngineError::Denied { .. })
+                }),
+            ];
+            for (what, tls, auth, expected) in cases {
+                let e = connect(tls, auth).await.expect("connect");
+                let (took, result) = timed(e.snapshot(SVC)).await;
+                let err = result.expect_err(what);
+                println!(
+                    "{what}: snapshot failed in {took:?}: {err:?}\n{}",
+                    chain(&err)
+                );
+                assert!(expected(&err), "{what}: unexpected {err:?}");
+                assert!(
+                    took < TIMEOUT + Duration::from_millis(500),
+                    "{what}: took {took:?}, beyond its {TIMEOUT:?} timeout"
+                );
+            }
+        });
+    });
+    drop(pki);
 }
