@@ -730,12 +730,12 @@ impl<E: Engine, M: From<FleetEvent> + Send + 'static> Agent<E, M> {
 
 /// This daemon's number in its host records, drawn once per process.
 fn instance() -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     static INSTANCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *INSTANCE.get_or_init(|| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        (std::process::id(), std::time::SystemTime::now()).hash(&mut h);
-        h.finish().max(1)
+        std::collections::hash_map::RandomState::new()
+            .hash_one((std::process::id(), std::time::SystemTime::now()))
+            .max(1)
     })
 }
 
