@@ -154,6 +154,12 @@ pub fn table(f: &Fleet) -> String {
             stat(&values(&s, errors), false),
         );
     }
+    let _ = writeln!(
+        o,
+        "\n**Reading.** Failover: the killed member breaks every kept connection at once, so each host decides within milliseconds on its own; a fleet adds the etcd round trips (the {QUORUM}rd host's view, the compare-and-swap, the watch) on top of that. Failback is decided by the checks (rise 3 at 250 ms, then failback_delay 2 s): independent hosts move when their own schedules say so, and their skew depends on the phase of those schedules, fixed here by when each daemon started (one after another); in general it can reach about one check interval. The failback overlap is counted with kept connections: after a host's map write its connections to west drain for drain_timeout (1 s outside the barrier group) and are then reset, so overlap follows the skew of those resets and is 0 writes whenever that skew is shorter than the {:.0} ms write period. That is chance, not a guarantee; only `barrier = \"ack\"` with `drain_timeout = \"0s\"` guarantees it, at the price of the window with no member (barrier write to serving write, plus the client's own {:.0} ms limit on the attempt that found no member). In the minority partition, the cut host of an independent group moves to west while the other three stay on east, for as long as the partition lasts; in a fleet it gets errors instead.",
+        EVERY.as_secs_f64() * 1e3,
+        TIMEOUT.as_secs_f64() * 1e3,
+    );
     targets(f, &mut o);
     o
 }
@@ -327,8 +333,9 @@ pub fn svg(f: &Fleet) -> String {
     o
 }
 
-/// One host's writes in its lane: consecutive writes with the same reply
-/// (no more than three periods apart) as one stretch.
+/// One host's writes in its lane: each write from its send time to the
+/// next one's (a write blocked until its limit fills that time), those in
+/// a row with the same reply as one stretch.
 fn lanes(
     o: &mut String,
     host: &super::fleet::HostTrace,
@@ -336,13 +343,21 @@ fn lanes(
     x: &impl Fn(f64) -> f64,
     (t0, t1): (f64, f64),
 ) {
-    let gap = 3.0 * EVERY.as_secs_f64() * 1e3;
-    let visible = host.writes.iter().filter(|(at, _)| (t0..=t1).contains(at));
+    let period = EVERY.as_secs_f64() * 1e3;
+    let ends = host
+        .writes
+        .iter()
+        .skip(1)
+        .map(|w| w.0)
+        .chain(host.writes.last().map(|w| w.0 + period));
     let mut runs: Vec<(f64, f64, Reply)> = Vec::new();
-    for &(at, reply) in visible {
+    for (&(at, reply), end) in host.writes.iter().zip(ends) {
+        if end < t0 || at > t1 {
+            continue;
+        }
         match runs.last_mut() {
-            Some((_, end, r)) if *r == reply && at - *end <= gap => *end = at,
-            _ => runs.push((at, at, reply)),
+            Some((_, e, r)) if *r == reply => *e = end,
+            _ => runs.push((at, end, reply)),
         }
     }
     for (from, to, reply) in runs {

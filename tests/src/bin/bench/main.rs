@@ -253,7 +253,8 @@ fn fleet_only(quick: bool, root: &Path, tag: &str) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(root.join("results"))?;
     let json = root.join(format!("results/{}-fleet{tag}.json", results.unix_time));
-    std::fs::write(&json, serde_json::to_string_pretty(&results)?)
+    // Compact: every write of the plotted trials is in it (about 400 kB).
+    std::fs::write(&json, serde_json::to_string(&results)?)
         .with_context(|| format!("writing {}", json.display()))?;
     println!(
         "bench: wrote {}, {} and {}",
