@@ -319,6 +319,22 @@ impl DaemonProc {
         }
     }
 
+    /// Waits (bounded, 5 s) until the first service's first member (east
+    /// in the tests' configs) is confirmed Up. A fresh daemon serves from
+    /// east at once, before its checks confirm it; a fault injected before
+    /// that is a cold-start case (the move to west is `startup`, and east's
+    /// first Up takes over without failback_delay), not a failover.
+    pub fn wait_east_up(&self) {
+        let start = Instant::now();
+        while self.status().services[0].members[0].health != redirector::decide::Health::Up {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "east never confirmed up"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

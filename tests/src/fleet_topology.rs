@@ -32,13 +32,18 @@ use std::{
     time::{Duration, Instant},
 };
 
+use redirector::status::FleetStatus;
+
 use crate::{
     daemon::DaemonProc,
     etcd::EtcdCluster,
     netns::NetNs,
     pins::PinDir,
     resp::Client,
-    topology::{self, Member, app_host, member, start_redis, wait_reachable},
+    topology::{
+        self, Family, Member, app_host, cache_config, member, start_redis, until_region_from,
+        wait_reachable,
+    },
     unique,
 };
 
@@ -48,6 +53,14 @@ const MAX_HOSTS: usize = 40;
 const FAULTS: &str = "rdt_faults";
 /// The etcd members' subnet (the hub's bridge).
 const ETCD_SUBNET: &str = "198.18.30.0/24";
+/// Bound on a fleet-wide move: local detection (redis-ping every 250 ms,
+/// fall 2), the engine's round trips and, after an etcd leader's death,
+/// an election (1 s) on a loaded 2-core machine.
+pub const FLEET_BOUND: Duration = Duration::from_secs(10);
+/// `[fleet] detach_timeout` of [`FleetTopology::fleet_config`].
+pub const DETACH_TIMEOUT_MS: u64 = 3000;
+/// Bound on one host's own move (as in the single-host tests).
+const HOST_BOUND: Duration = Duration::from_secs(5);
 
 /// One application host: its fleet name (`h1` …), namespace, pins and
 /// daemon (None until [`FleetTopology::start_daemons`]; a killed daemon
@@ -197,6 +210,33 @@ impl FleetTopology {
         )
     }
 
+    /// The "cache" service of the other e2e tests
+    /// ([`topology::cache_config`]: east preferred, redis-ping checks every
+    /// 250 ms, fall 2) on this topology's member addresses, with
+    /// `extra_service` (more keys of the service, e.g. `fleet = true`).
+    pub fn service_config(&self, extra_service: &str) -> String {
+        cache_config(extra_service, "kind = \"redis-ping\"")
+            .replace("198.18.1.10:6379", &self.east.addr(Family::V4).to_string())
+            .replace("198.18.2.10:6379", &self.west.addr(Family::V4).to_string())
+    }
+
+    /// Host `i`'s config: "cache" as a fleet service (failback_delay 2 s),
+    /// leases of 2 s, majority quorum, `barrier` and `on_detach` as given,
+    /// detach_timeout [`DETACH_TIMEOUT_MS`]. With `barrier = "ack"` the
+    /// service's drain_timeout is 0 s (no overlap).
+    pub fn fleet_config(&self, i: usize, on_detach: &str, barrier: &str) -> String {
+        let fleet = format!(
+            "lease_ttl = \"2s\"\ntimeout = \"500ms\"\nquorum = \"majority\"\n\
+             barrier = \"{barrier}\"\non_detach = \"{on_detach}\"\n\
+             detach_timeout = \"{DETACH_TIMEOUT_MS}ms\""
+        );
+        let mut service = self.service_config("fleet = true");
+        if barrier == "ack" {
+            service = service.replace("drain_timeout = \"1s\"", "drain_timeout = \"0s\"");
+        }
+        format!("{}\n{}", service, self.fleet_section(i, &fleet))
+    }
+
     /// Starts a daemon on every host, host `i` on `config(i)` (TOML;
     /// `{socket}` and `{pin_path}` are filled in per host), each waited for
     /// until its admin socket answers.
@@ -296,6 +336,73 @@ impl FleetTopology {
     /// [`topology::region_via_vip`]).
     pub fn region(&self, i: usize) -> Option<String> {
         topology::region_via_vip(&self.hosts[i].ns)
+    }
+}
+
+/// Waiting on the hosts' daemons: their fleet view, and every host on
+/// east before a fault (so the fault makes a failover, not a cold start).
+impl FleetTopology {
+    /// Host `i`'s fleet view of "cache" (its first service).
+    pub fn fleet(&self, i: usize) -> FleetStatus {
+        self.daemon(i).status().services[0]
+            .fleet
+            .clone()
+            .expect("cache is a fleet service")
+    }
+
+    /// Polls host `i`'s fleet view (every 50 ms, bounded by `within`)
+    /// until `ok` holds; panics with the last view and the host's log.
+    pub fn wait_fleet(
+        &self,
+        i: usize,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(&FleetStatus) -> bool,
+    ) -> FleetStatus {
+        let start = Instant::now();
+        loop {
+            let f = self.fleet(i);
+            if ok(&f) {
+                return f;
+            }
+            assert!(
+                start.elapsed() < within,
+                "{}: not {what} within {within:?}: {f:?}\n{}",
+                self.hosts[i].name,
+                self.daemon(i).log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every host's daemon serves from east, through the VIP
+    /// too, and has confirmed east up.
+    pub fn wait_all_on_east(&self) {
+        for (i, h) in self.hosts.iter().enumerate() {
+            self.daemon(i).wait_active("cache", "east", HOST_BOUND);
+            until_region_from(&h.ns, "east", HOST_BOUND);
+            self.daemon(i).wait_east_up();
+        }
+    }
+
+    /// Waits until each of `hosts` (one fleet: the same prefix) is
+    /// attached, follows and has applied the fleet's decision, east, and
+    /// sees every one of `hosts` live and seeing east up.
+    pub fn wait_settled_on_east(&self, hosts: impl IntoIterator<Item = usize> + Clone) {
+        let n = hosts.clone().into_iter().count();
+        for i in hosts {
+            self.wait_fleet(i, "settled on east", FLEET_BOUND, |f| {
+                f.attached
+                    && f.following
+                    && f.epoch > 0
+                    && f.applied_epoch == f.epoch
+                    && f.active.as_deref() == Some("east")
+                    && f.hosts.len() == n
+                    && f.hosts
+                        .iter()
+                        .all(|h| h.members.get("east").map(String::as_str) == Some("up"))
+            });
+        }
     }
 }
 

@@ -248,6 +248,71 @@ pub(crate) fn member(name: &'static str, n: u8, router: &NetNs) -> Member {
     }
 }
 
+/// The "cache" service the end-to-end tests share (east preferred over
+/// west, redis-ping-style checks every 250 ms, fall 2, rise 3,
+/// failback_delay 2 s, drain_timeout 1 s) on this topology's addresses,
+/// with `extra_service` (more keys of the service) and `check` (more keys
+/// of its `[services.check]`). `{socket}` and `{pin_path}` are left for
+/// [`crate::daemon::DaemonProc`] to fill in.
+pub fn cache_config(extra_service: &str, check: &str) -> String {
+    format!(
+        r#"
+[datapath]
+interfaces = ["eth0"]
+ingress = "auto"
+pin_path = "{{pin_path}}"
+conntrack_entries = 16384
+
+[admin]
+socket = "{{socket}}"
+metrics = "127.0.0.1:9477"
+
+[[services]]
+name = "cache"
+vip = "198.18.0.100:6379"
+failback_delay = "2s"
+drain_timeout = "1s"
+{extra_service}
+
+[services.check]
+interval = "250ms"
+timeout = "200ms"
+fast_interval = "50ms"
+rise = 3
+fall = 2
+{check}
+
+[[services.members]]
+name = "east"
+addr = "198.18.1.10:6379"
+priority = 1
+
+[[services.members]]
+name = "west"
+addr = "198.18.2.10:6379"
+priority = 2
+"#
+    )
+}
+
+/// Polls new connections through the VIP from the application host whose
+/// namespace is `ns` (every 20 ms; panics after `within`) until `want`
+/// answers; returns how long that took.
+pub fn until_region_from(ns: &NetNs, want: &str, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        if region_via_vip(ns).as_deref() == Some(want) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{want} did not answer through the VIP from {} within {within:?}",
+            ns.name
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// GET region over a new connection from `ns` through the VIP (IPv4),
 /// giving up after 300 ms (a hung member must not stall a polling loop):
 /// which member serves that host, if any.

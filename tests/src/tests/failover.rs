@@ -19,47 +19,7 @@ use crate::{
 
 pub(super) const BOUND: Duration = Duration::from_secs(5);
 
-/// A service "cache" on the VIP with east preferred over west.
-pub(super) fn config(extra_service: &str, check: &str) -> String {
-    format!(
-        r#"
-[datapath]
-interfaces = ["eth0"]
-ingress = "auto"
-pin_path = "{{pin_path}}"
-conntrack_entries = 16384
-
-[admin]
-socket = "{{socket}}"
-metrics = "127.0.0.1:9477"
-
-[[services]]
-name = "cache"
-vip = "198.18.0.100:6379"
-failback_delay = "2s"
-drain_timeout = "1s"
-{extra_service}
-
-[services.check]
-interval = "250ms"
-timeout = "200ms"
-fast_interval = "50ms"
-rise = 3
-fall = 2
-{check}
-
-[[services.members]]
-name = "east"
-addr = "198.18.1.10:6379"
-priority = 1
-
-[[services.members]]
-name = "west"
-addr = "198.18.2.10:6379"
-priority = 2
-"#
-    )
-}
+pub(super) use crate::topology::{cache_config as config, until_region_from};
 
 pub(super) fn default_config() -> String {
     config("", "kind = \"redis-ping\"")
@@ -71,40 +31,12 @@ pub(super) fn until_region(t: &Topology, want: &str, within: Duration) -> Durati
     until_region_from(&t.app, want, within)
 }
 
-/// [`until_region`] from the application host whose namespace is `ns`.
-pub(super) fn until_region_from(ns: &NetNs, want: &str, within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        if region_via_vip(ns).as_deref() == Some(want) {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < within,
-            "{want} did not answer through the VIP from {} within {within:?}",
-            ns.name
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 pub(super) fn started(t: &Topology, cfg: &str) -> DaemonProc {
     let d = DaemonProc::start(t, cfg);
     d.wait_active("cache", "east", BOUND);
     until_region(t, "east", BOUND);
-    wait_east_up(&d);
+    d.wait_east_up();
     d
-}
-
-/// Waits until east is confirmed Up. A fresh daemon serves from east at
-/// once, before its checks confirm it; a fault injected before that is a
-/// cold-start case (the move to west is `startup`, and east's first Up
-/// takes over without failback_delay), not the failover a test means.
-pub(super) fn wait_east_up(d: &DaemonProc) {
-    let start = Instant::now();
-    while d.status().services[0].members[0].health != Health::Up {
-        assert!(start.elapsed() < BOUND, "east never confirmed up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn last_flip(d: &DaemonProc) -> redirector::status::FlipRecord {

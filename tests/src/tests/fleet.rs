@@ -6,15 +6,15 @@
 
 use std::time::{Duration, Instant};
 
-use redirector::{
-    decide::Reason,
-    status::{FleetStatus, unix_ms},
-};
+use redirector::{decide::Reason, status::unix_ms};
 
-use super::failover::{BOUND, config, scrape_metrics_in, until_region_from, wait_east_up};
+use super::failover::{BOUND, scrape_metrics_in, until_region_from};
 use crate::{
-    etcd::EtcdCluster, fleet_topology::FleetTopology, netns::leftover_namespaces,
-    pins::leftover_pins, topology::Family,
+    etcd::EtcdCluster,
+    fleet_topology::{DETACH_TIMEOUT_MS, FLEET_BOUND, FleetTopology},
+    netns::leftover_namespaces,
+    pins::leftover_pins,
+    topology::Family,
 };
 
 /// Command lines of live processes that mention `needle` (leftover check).
@@ -140,32 +140,13 @@ fn assert_nothing_left(
     );
 }
 
-/// The "cache" service of the other e2e tests (east preferred, redis-ping
-/// checks every 250 ms, fall 2), on the fleet topology's member addresses.
-fn service_config(t: &FleetTopology, extra_service: &str) -> String {
-    config(extra_service, "kind = \"redis-ping\"")
-        .replace("198.18.1.10:6379", &t.east.addr(Family::V4).to_string())
-        .replace("198.18.2.10:6379", &t.west.addr(Family::V4).to_string())
-}
-
-/// Waits until every host's daemon serves from east, through the VIP too,
-/// and has confirmed east up (so a fault after this is a failover, not a
-/// cold start).
-fn wait_all_on_east(t: &FleetTopology) {
-    for (i, h) in t.hosts.iter().enumerate() {
-        t.daemon(i).wait_active("cache", "east", BOUND);
-        until_region_from(&h.ns, "east", BOUND);
-        wait_east_up(t.daemon(i));
-    }
-}
-
 #[test]
 #[ignore = "needs root: network namespaces, etcd and redis"]
 fn independent_hosts_reach_the_vip_fail_over_each_alone_and_leave_nothing() {
     let started = Instant::now();
     let mut t = FleetTopology::new(4);
-    t.start_daemons(|t, _| service_config(t, ""));
-    wait_all_on_east(&t);
+    t.start_daemons(|t, _| t.service_config(""));
+    t.wait_all_on_east();
     println!("4 hosts serving through east after {:?}", started.elapsed());
 
     // Without fleet mode each host decides alone: the one host cut off
@@ -208,65 +189,9 @@ fn independent_hosts_reach_the_vip_fail_over_each_alone_and_leave_nothing() {
 
 /// Application hosts in every fleet test.
 const HOSTS: usize = 4;
-/// Bound on a fleet-wide move: local detection (redis-ping every 250 ms,
-/// fall 2), the engine's round trips and, after an etcd leader's death,
-/// an election (1 s) on a loaded 2-core machine.
-const FLEET_BOUND: Duration = Duration::from_secs(10);
 /// How long "nothing moves" is watched: about three times a host's
 /// detection time (fall 2 at 250 ms, checks timing out at 200 ms).
 const NO_FLIP_FOR: Duration = Duration::from_secs(3);
-/// `[fleet] detach_timeout` of every fleet test.
-const DETACH_TIMEOUT_MS: u64 = 3000;
-
-/// Host `i`'s config: "cache" as a fleet service (failback_delay 2 s),
-/// leases of 2 s, majority quorum, no barrier, `on_detach` as given.
-/// With `barrier = "ack"` the service's drain_timeout is 0 s (no overlap).
-fn fleet_config(t: &FleetTopology, i: usize, on_detach: &str, barrier: &str) -> String {
-    let fleet = format!(
-        "lease_ttl = \"2s\"\ntimeout = \"500ms\"\nquorum = \"majority\"\n\
-         barrier = \"{barrier}\"\non_detach = \"{on_detach}\"\n\
-         detach_timeout = \"{DETACH_TIMEOUT_MS}ms\""
-    );
-    let mut service = service_config(t, "fleet = true");
-    if barrier == "ack" {
-        service = service.replace("drain_timeout = \"1s\"", "drain_timeout = \"0s\"");
-    }
-    format!("{}\n{}", service, t.fleet_section(i, &fleet))
-}
-
-/// Host `i`'s fleet view of "cache".
-fn fleet(t: &FleetTopology, i: usize) -> FleetStatus {
-    t.daemon(i).status().services[0]
-        .fleet
-        .clone()
-        .expect("cache is a fleet service")
-}
-
-/// Polls host `i`'s fleet view (every 50 ms, bounded by `within`) until
-/// `ok` holds; panics with the last view and the host's log.
-fn wait_fleet(
-    t: &FleetTopology,
-    i: usize,
-    what: &str,
-    within: Duration,
-    ok: impl Fn(&FleetStatus) -> bool,
-) -> FleetStatus {
-    let start = Instant::now();
-    loop {
-        let f = fleet(t, i);
-        if ok(&f) {
-            return f;
-        }
-        assert!(
-            start.elapsed() < within,
-            "{}: not {what} within {within:?}: {f:?}\n{}",
-            t.hosts[i].name,
-            t.daemon(i).log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A 4-host fleet serving through east: every host live in every host's
 /// view, seeing east up, with the decision (east) applied.
 fn fleet_started(on_detach: &str) -> FleetTopology {
@@ -276,21 +201,9 @@ fn fleet_started(on_detach: &str) -> FleetTopology {
 fn fleet_started_with(on_detach: &str, barrier: &str) -> FleetTopology {
     let started = Instant::now();
     let mut t = FleetTopology::new(HOSTS);
-    t.start_daemons(|t, i| fleet_config(t, i, on_detach, barrier));
-    wait_all_on_east(&t);
-    for i in 0..HOSTS {
-        wait_fleet(&t, i, "settled on east", FLEET_BOUND, |f| {
-            f.attached
-                && f.following
-                && f.epoch > 0
-                && f.applied_epoch == f.epoch
-                && f.active.as_deref() == Some("east")
-                && f.hosts.len() == HOSTS
-                && f.hosts
-                    .iter()
-                    .all(|h| h.members.get("east").map(String::as_str) == Some("up"))
-        });
-    }
+    t.start_daemons(|t, i| t.fleet_config(i, on_detach, barrier));
+    t.wait_all_on_east();
+    t.wait_settled_on_east(0..HOSTS);
     println!(
         "fleet of {HOSTS} settled on east after {:?}",
         started.elapsed()
@@ -325,7 +238,7 @@ fn moved_in_one_epoch(t: &FleetTopology, hosts: &[usize], want: &str) -> u64 {
             records, 1,
             "host {i}: records of epoch {epoch}: {history:?}"
         );
-        let f = fleet(t, i);
+        let f = t.fleet(i);
         assert_eq!(
             (f.epoch, f.applied_epoch, f.active.as_deref()),
             (epoch, epoch, Some(want)),
@@ -368,7 +281,7 @@ fn stays(t: &FleetTopology, hosts: &[usize], want: &str, epoch: u64, not: &str, 
 
 /// Host `i`'s own published view of `member`, in its own status.
 fn own_view(t: &FleetTopology, i: usize, member: &str) -> Option<String> {
-    let f = fleet(t, i);
+    let f = t.fleet(i);
     f.hosts
         .iter()
         .find(|h| h.name == t.hosts[i].name)
@@ -380,7 +293,7 @@ fn own_view(t: &FleetTopology, i: usize, member: &str) -> Option<String> {
 fn killed_member_moves_every_host_in_one_epoch_and_its_return_moves_them_back() {
     let mut t = fleet_started("static");
     let all: Vec<usize> = (0..HOSTS).collect();
-    let before = fleet(&t, 0).epoch;
+    let before = t.fleet(0).epoch;
 
     t.kill_redis("east");
     let failover = moved_in_one_epoch(&t, &all, "west");
@@ -478,7 +391,7 @@ fn a_barrier_switchover_stops_every_host_before_any_serves_the_new_member() {
 #[ignore = "needs root: network namespaces, etcd and redis"]
 fn minority_partition_flips_no_host_and_the_cut_host_gets_errors() {
     let mut t = fleet_started("static");
-    let epoch = fleet(&t, 0).epoch;
+    let epoch = t.fleet(0).epoch;
     t.partition(0, "east");
     // Host h1 decides east down in its own view...
     let start = Instant::now();
@@ -488,7 +401,7 @@ fn minority_partition_flips_no_host_and_the_cut_host_gets_errors() {
     }
     // ...and the others see that, but one of four is no quorum.
     for i in 1..HOSTS {
-        wait_fleet(&t, i, "told h1 sees east down", BOUND, |f| {
+        t.wait_fleet(i, "told h1 sees east down", BOUND, |f| {
             f.hosts.iter().any(|h| {
                 h.name == "h1" && h.members.get("east").map(String::as_str) == Some("down")
             })
@@ -504,7 +417,7 @@ fn minority_partition_flips_no_host_and_the_cut_host_gets_errors() {
     // Healed, h1 serves through east again without any flip.
     t.heal(0, "east");
     until_region_from(&t.hosts[0].ns, "east", FLEET_BOUND);
-    assert_eq!(fleet(&t, 0).epoch, epoch);
+    assert_eq!(t.fleet(0).epoch, epoch);
 }
 
 #[test]
@@ -551,9 +464,9 @@ fn etcd_leader_killed_during_a_failover_still_moves_every_host_in_one_epoch() {
 /// clock, Unix ms).
 fn detach_host0(t: &FleetTopology) -> u64 {
     t.cut_from_etcd(0);
-    let f = wait_fleet(t, 0, "detached", FLEET_BOUND, |f| !f.attached);
+    let f = t.wait_fleet(0, "detached", FLEET_BOUND, |f| !f.attached);
     for i in 1..HOSTS {
-        wait_fleet(t, i, "without h1", FLEET_BOUND, |f| {
+        t.wait_fleet(i, "without h1", FLEET_BOUND, |f| {
             f.hosts.len() == HOSTS - 1 && f.hosts.iter().all(|h| h.name != "h1")
         });
     }
@@ -565,7 +478,7 @@ fn detach_host0(t: &FleetTopology) -> u64 {
 #[ignore = "needs root: network namespaces, etcd and redis"]
 fn host_cut_from_etcd_keeps_the_last_decision_with_on_detach_static() {
     let mut t = fleet_started("static");
-    let epoch = fleet(&t, 0).epoch;
+    let epoch = t.fleet(0).epoch;
     detach_host0(&t);
     t.kill_redis("east");
     let others: Vec<usize> = (1..HOSTS).collect();
@@ -579,12 +492,12 @@ fn host_cut_from_etcd_keeps_the_last_decision_with_on_detach_static() {
         "west",
         Duration::from_millis(DETACH_TIMEOUT_MS + 1000),
     );
-    let f = fleet(&t, 0);
+    let f = t.fleet(0);
     assert!(!f.attached && f.following, "{f:?}");
     // Back in touch, it adopts the fleet's decision.
     t.rejoin_etcd(0);
     t.daemon(0).wait_active("cache", "west", FLEET_BOUND);
-    let f = wait_fleet(&t, 0, "attached again", FLEET_BOUND, |f| f.attached);
+    let f = t.wait_fleet(0, "attached again", FLEET_BOUND, |f| f.attached);
     assert_eq!((f.epoch, f.applied_epoch), (failover, failover));
 }
 
@@ -599,7 +512,7 @@ fn host_cut_from_etcd_fails_over_alone_after_detach_timeout_with_on_detach_local
     // h1 decides alone, only once detach_timeout has passed.
     t.daemon(0).wait_active("cache", "west", FLEET_BOUND);
     until_region_from(&t.hosts[0].ns, "west", BOUND);
-    let f = fleet(&t, 0);
+    let f = t.fleet(0);
     assert!(!f.attached && !f.following, "{f:?}");
     let flip = t.daemon(0).history().pop().expect("h1 flipped");
     assert_eq!(
@@ -624,14 +537,14 @@ fn daemon_killed_while_the_fleet_decides_others_decide_and_its_restart_adopts() 
     t.kill_daemon(0);
     let others: Vec<usize> = (1..HOSTS).collect();
     let epoch = moved_in_one_epoch(&t, &others, "west");
-    let by = fleet(&t, 1).by;
+    let by = t.fleet(1).by;
     assert!(
         ["h2", "h3", "h4"].contains(&by.as_str()),
         "epoch {epoch} written by {by:?}"
     );
     // Its lease (2 s) runs out: the others no longer count it.
     for i in 1..HOSTS {
-        wait_fleet(&t, i, "without h1", FLEET_BOUND, |f| {
+        t.wait_fleet(i, "without h1", FLEET_BOUND, |f| {
             f.hosts.len() == HOSTS - 1 && f.hosts.iter().all(|h| h.name != "h1")
         });
     }
@@ -639,13 +552,11 @@ fn daemon_killed_while_the_fleet_decides_others_decide_and_its_restart_adopts() 
     t.restart_daemon(0);
     t.daemon(0).wait_active("cache", "west", FLEET_BOUND);
     until_region_from(&t.hosts[0].ns, "west", BOUND);
-    let f = wait_fleet(&t, 0, "applied the decision", FLEET_BOUND, |f| {
+    let f = t.wait_fleet(0, "applied the decision", FLEET_BOUND, |f| {
         f.attached && f.applied_epoch == f.epoch
     });
     assert_eq!((f.epoch, f.active.as_deref()), (epoch, Some("west")));
     for i in 0..HOSTS {
-        wait_fleet(&t, i, "with h1 back", FLEET_BOUND, |f| {
-            f.hosts.len() == HOSTS
-        });
+        t.wait_fleet(i, "with h1 back", FLEET_BOUND, |f| f.hosts.len() == HOSTS);
     }
 }

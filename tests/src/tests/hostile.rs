@@ -26,7 +26,6 @@ use crate::{
 
 use super::failover::{
     BOUND, assert_failover_recorded, default_config, scrape_metrics, started, until_region,
-    wait_east_up,
 };
 
 const METRICS: &str = "127.0.0.1:9477";
@@ -227,7 +226,7 @@ fn fails_over_with_stderr_on(stderr: Stdio, after_start: impl FnOnce()) {
     let mut d = DaemonProc::start_with_stderr(&t, &default_config(), stderr);
     d.wait_active("cache", "east", BOUND);
     until_region(&t, "east", BOUND);
-    wait_east_up(&d);
+    d.wait_east_up();
     after_start();
     t.east.kill_redis();
     d.wait_active("cache", "west", BOUND);

@@ -6,6 +6,9 @@
 
 mod daemon_load;
 mod failover;
+mod fleet;
+mod fleet_report;
+mod fleet_writer;
 mod loadgen;
 mod packet;
 mod reactive;
@@ -33,6 +36,8 @@ struct Results {
     throughput: Vec<throughput::Cell>,
     loadgen: Vec<loadgen::Cell>,
     timeline: Vec<timeline::Timeline>,
+    /// Fleet mode against independent hosts (issue 13).
+    fleet: fleet::Fleet,
 }
 
 #[derive(serde::Serialize)]
@@ -96,6 +101,9 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&d)?);
         return Ok(());
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("fleet") {
+        return fleet_only(quick, &root, tag);
+    }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("reactive") {
         return reactive_only(quick, &root, tag);
     }
@@ -123,6 +131,8 @@ fn main() -> anyhow::Result<()> {
     let reactive = reactive::run(if quick { 3 } else { 20 })?;
     println!("bench: a latency timeline through a failover");
     let timeline = timeline::run(quick)?;
+    println!("bench: fleet mode against independent hosts");
+    let fleet = fleet::run(fleet_reps(quick), quick)?;
     let results = Results {
         unix_time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
@@ -138,6 +148,7 @@ fn main() -> anyhow::Result<()> {
         throughput,
         loadgen,
         timeline,
+        fleet,
     };
     std::fs::create_dir_all(root.join("results"))?;
     let json = root.join(format!("results/{}{tag}.json", results.unix_time));
@@ -162,6 +173,10 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(
         root.join(format!("failover-timeline{tag}.svg")),
         timeline_svg,
+    )?;
+    std::fs::write(
+        root.join(format!("fleet-timeline{tag}.svg")),
+        fleet_report::svg(&results.fleet),
     )?;
     println!("{report}");
     println!("bench: wrote {} and bench/{name}", json.display());
@@ -200,6 +215,82 @@ fn reactive_only(quick: bool, root: &Path, tag: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", json.display()))?;
     println!("bench: wrote {} and {}", json.display(), svg.display());
     Ok(())
+}
+
+/// Repetitions of the fleet part: a quick run keeps it under a minute.
+fn fleet_reps(quick: bool) -> usize {
+    if quick { 2 } else { 10 }
+}
+
+/// `BENCH_ONLY=fleet`: the fleet part alone; prints its tables, writes
+/// `bench/results/<unix time>-fleet[-quick].json` and its chart, and
+/// replaces the fleet section of `bench/REPORT[-quick].md` (the other
+/// sections stay as the last full run wrote them).
+fn fleet_only(quick: bool, root: &Path, tag: &str) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct FleetResults {
+        unix_time: u64,
+        machine: Machine,
+        fleet: fleet::Fleet,
+    }
+    let fleet = fleet::run(fleet_reps(quick), quick)?;
+    let section = fleet_section(&fleet, tag);
+    println!("{section}");
+    let svg = root.join(format!("fleet-timeline{tag}.svg"));
+    std::fs::write(&svg, fleet_report::svg(&fleet))
+        .with_context(|| format!("writing {}", svg.display()))?;
+    let report = root.join(format!("REPORT{tag}.md"));
+    let old = std::fs::read_to_string(&report)
+        .unwrap_or_else(|_| "# redirector benchmark report\n\n".into());
+    std::fs::write(&report, splice(&old, fleet_report::HEADING, &section))
+        .with_context(|| format!("writing {}", report.display()))?;
+    let results = FleetResults {
+        unix_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+        machine: machine(),
+        fleet,
+    };
+    std::fs::create_dir_all(root.join("results"))?;
+    let json = root.join(format!("results/{}-fleet{tag}.json", results.unix_time));
+    // Compact: every write of the plotted trials is in it (about 400 kB).
+    std::fs::write(&json, serde_json::to_string(&results)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    println!(
+        "bench: wrote {}, {} and {}",
+        json.display(),
+        svg.display(),
+        report.display()
+    );
+    Ok(())
+}
+
+/// The report's fleet section, heading included.
+fn fleet_section(f: &fleet::Fleet, tag: &str) -> String {
+    format!(
+        "{}\n\n{}\n![per-host timelines, fleet and independent](fleet-timeline{tag}.svg)\n\n",
+        fleet_report::HEADING,
+        fleet_report::table(f)
+    )
+}
+
+/// `report` with the section under `heading` (up to the next `## `
+/// heading) replaced by `section`; inserted before "## Missed targets",
+/// or at the end, when there is none.
+fn splice(report: &str, heading: &str, section: &str) -> String {
+    let next = |from: usize| {
+        report[from..]
+            .find("\n## ")
+            .map_or(report.len(), |i| from + i + 1)
+    };
+    if let Some(at) = report.find(&format!("{heading}\n")) {
+        let end = next(at + heading.len());
+        return format!("{}{section}{}", &report[..at], &report[end..]);
+    }
+    match report.find("## Missed targets") {
+        Some(at) => format!("{}{section}{}", &report[..at], &report[at..]),
+        None => format!("{}\n{section}", report.trim_end()),
+    }
 }
 
 /// Median, p95 and range of a set of samples (sorted in place).
@@ -368,6 +459,7 @@ fn report(r: &Results, took: std::time::Duration, tag: &str) -> String {
         o,
         "\n![latency timeline through a failover](failover-timeline{tag}.svg)\n"
     );
+    o += &fleet_section(&r.fleet, tag);
     let _ = writeln!(
         o,
         "## Missed targets\n\nWhat limits each missed target, with the profiles and ablations behind it: [ANALYSIS.md](ANALYSIS.md)."

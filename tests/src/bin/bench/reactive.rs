@@ -61,7 +61,8 @@ fn triggers(s: &Series) -> String {
         .join(", ")
 }
 
-fn verdict(met: bool, quick: bool) -> String {
+/// "met" or "MISSED", noted as not judged in a quick run.
+pub fn verdict(met: bool, quick: bool) -> String {
     let word = if met { "met" } else { "MISSED" };
     if quick {
         format!("not judged (--quick; {word} in this run)")
