@@ -323,6 +323,50 @@ fn killed_member_moves_every_host_in_one_epoch_and_its_return_moves_them_back() 
     }
 }
 
+/// A reload cannot move a host to another fleet (it is refused, and the
+/// host stays attached); a reload that changes a fleet service restarts it,
+/// and the restarted service adopts the fleet's decision without a flip
+/// and keeps moving with the fleet.
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn a_reload_keeps_the_fleet_and_a_restarted_fleet_service_rejoins_without_a_flip() {
+    let mut t = fleet_started("static");
+    let all: Vec<usize> = (0..HOSTS).collect();
+    let d = t.daemon(0);
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    assert!(good.contains("prefix = \"/"), "{good}");
+    std::fs::write(
+        &d.config,
+        good.replace("prefix = \"/", "prefix = \"/other-"),
+    )
+    .unwrap();
+    let out = d.cli(&["reload"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a [fleet] change was applied");
+    assert!(err.contains("[fleet] section cannot change"), "{err}");
+    let epoch = t.fleet(0).epoch;
+    assert!(t.fleet(0).attached);
+
+    let flips = d.history().len();
+    let changed = good.replace("failback_delay = \"2s\"", "failback_delay = \"3s\"");
+    assert_ne!(changed, good);
+    std::fs::write(&d.config, changed).unwrap();
+    let out = d.cli(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    t.wait_fleet(0, "rejoined", FLEET_BOUND, |f| {
+        f.attached && f.following && f.epoch == epoch && f.applied_epoch == epoch
+    });
+    assert_eq!(t.region(0).as_deref(), Some("east"));
+    assert_eq!(d.history().len(), flips, "{:?}", d.history());
+
+    t.kill_redis("east");
+    moved_in_one_epoch(&t, &all, "west");
+}
+
 /// Break-before-make: an operator's switchover (both members up) goes
 /// through a barrier epoch in which no host serves, then every host
 /// serves west in the next epoch; the release comes back the same way.
