@@ -503,6 +503,33 @@ fn etcd_leader_killed_during_a_failover_still_moves_every_host_in_one_epoch() {
     }
 }
 
+/// etcd loses its quorum: every host is cut off and keeps the last
+/// decision, even with the active member dead (no host decides alone
+/// under `on_detach = "static"`); once etcd has its quorum back, the fleet
+/// fails over in one epoch.
+#[test]
+#[ignore = "needs root: network namespaces, etcd and redis"]
+fn etcd_quorum_lost_keeps_every_host_static_until_it_is_back() {
+    let mut t = fleet_started("static");
+    let epoch = t.fleet(0).epoch;
+    let leader = t.etcd.leader();
+    let others: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+    t.etcd.kill(leader);
+    t.etcd.kill(others[0]);
+    for i in 0..HOSTS {
+        t.wait_fleet(i, "cut off", FLEET_BOUND, |f| {
+            !f.attached && f.last_error.is_some()
+        });
+    }
+    t.kill_redis("east");
+    let all: Vec<usize> = (0..HOSTS).collect();
+    stays(&t, &all, "east", epoch, "west", NO_FLIP_FOR);
+    t.etcd.restart(leader);
+    t.etcd.restart(others[0]);
+    let failover = moved_in_one_epoch(&t, &all, "west");
+    assert!(failover > epoch, "epoch {failover} after {epoch}");
+}
+
 /// Cuts host 0 from etcd and waits until it says so and the others no
 /// longer count it (its lease ran out); returns when it detached (its
 /// clock, Unix ms).
